@@ -1,0 +1,5 @@
+import sys
+
+from tfcascade.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""The feature contract shared by the data pipeline, the models and serving.
+
+One training example is one request: user features, the user's behaviour history and a
+fixed-length list of ``n`` candidate items (padded; ``mask`` says which are real). All ids
+are vocabulary indices produced by the preprocessing pipeline; index 0 is padding / unknown.
+
+Batched tensors (``B`` requests, ``n`` items, ``H`` = ``HISTORY_LENGTH``)::
+
+    user_id, device_id, age, gender, province        int64 [B]
+    hist_video_id, hist_author_id                     int64 [B, H]    (0 = no item)
+    video_id, author_id, category_level_one,
+    category_level_two, upload_type                   int64 [B, n]
+    label                                             float32 [B, n]  graded, -1 = padding
+    stage                                             int64 [B, n]    STAGE_CODES, -1 = padding
+    rank_index                                        int64 [B, n]    -1 where not ranked
+    mask                                              float32 [B, n]  1 = real item
+
+Graded labels (REFERENCES.md section 1, "list-wise supervision"): an item from a later stage
+beats one from an earlier stage; within a stage the better rank wins.
+"""
+
+from __future__ import annotations
+
+HISTORY_LENGTH = 50
+
+USER_FEATURES = ("user_id", "device_id", "age", "gender", "province")
+HISTORY_FEATURES = ("hist_video_id", "hist_author_id")
+ITEM_FEATURES = ("video_id", "author_id", "category_level_one", "category_level_two", "upload_type")
+LIST_FEATURES = ITEM_FEATURES + ("label", "stage", "rank_index", "mask")
+
+# History feature -> the item feature whose vocabulary (and embedding table) it shares.
+HISTORY_TO_ITEM = {"hist_video_id": "video_id", "hist_author_id": "author_id"}
+
+# RecFlow stage samples, ordered from the earliest stage to the last. ``sampled_neg`` are the
+# extra negatives drawn from other requests at evaluation time.
+STAGES = ("sampled_neg", "prerank_neg", "coarse_neg", "rank_neg", "rank_pos", "rerank_neg", "rerank_pos")
+STAGE_CODES = {name: code for code, name in enumerate(STAGES)}
+PADDING_STAGE = -1
+PADDING_LABEL = -1.0
+
+# Items per stage in one training request (LCRON sample organisation).
+TWO_STAGE_LAYOUT = {"rank_pos": 10, "rank_neg": 10, "coarse_neg": 10, "prerank_neg": 10}
+THREE_STAGE_LAYOUT = {
+    "rerank_pos": 10, "rerank_neg": 10, "rank_neg": 10, "coarse_neg": 10, "prerank_neg": 10,
+}
+EVAL_EXTRA_NEGATIVES = 160
+
+
+def graded_label(stage: str, rank_index: int = -1, rerank_index: int = -1, stages: int = 2) -> float:
+    """Graded relevance of one logged item (LCRON's encoding, REFERENCES.md section 1).
+
+    Two stages: ``30 - rank_index`` for rank_pos, 7 / 6 / 5 for rank_neg / coarse_neg /
+    prerank_neg. Three stages: ``40 - rerank_index`` for rerank_pos, ``30 - rank_index`` for
+    rerank_neg, then as above. Sampled negatives get 0. Ranked labels are clipped from below
+    (at 8, and at 31 for rerank_pos) so that an item a later stage passed on always beats every
+    item of an earlier stage, whatever its logged position; the ground truth of a request is
+    then exactly its top-K graded labels.
+
+    Args:
+      stage: one of ``STAGES``.
+      rank_index: position given by the ranking stage (0 = best), for rank_pos / rerank_*.
+      rerank_index: position given by the re-ranking stage, for rerank_pos.
+      stages: 2 or 3 (the cascade the labels are for).
+
+    Returns:
+      The graded label as a float.
+    """
+    if stage not in STAGE_CODES:
+        raise ValueError(f"stage must be one of {STAGES}, got stage={stage!r}")
+    if stages not in (2, 3):
+        raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
+    fixed = {"rank_neg": 7.0, "coarse_neg": 6.0, "prerank_neg": 5.0, "sampled_neg": 0.0}
+    if stage in fixed:
+        return fixed[stage]
+    if stages == 3 and stage == "rerank_pos":
+        return max(40.0 - _checked_index(rerank_index, "rerank_index"), 31.0)
+    # rank_pos in two stages; rerank_neg / rerank_pos items are rank_pos items too.
+    return max(30.0 - _checked_index(rank_index, "rank_index"), 8.0)
+
+
+def _checked_index(value: int, name: str) -> float:
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 for a ranked item, got {name}={value}")
+    return float(value)
+
+
+def ground_truth_stages(stages: int) -> tuple[str, ...]:
+    """Stage samples that form the ground-truth set CS_gt (rank_pos for 2 stages, rerank_pos for 3).
+
+    In a two-stage list every item the ranking stage passed on is logged as ``rank_pos``
+    (re-ranking is not modelled there), so the 10 rank_pos items are the ground truth.
+    """
+    if stages == 2:
+        return ("rank_pos",)
+    if stages == 3:
+        return ("rerank_pos",)
+    raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
