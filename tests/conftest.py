@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import tfcascade  # noqa: F401  (must come before any TensorFlow import)
-
 import pytest
+
+import tfcascade  # noqa: F401  (must come before any TensorFlow import)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

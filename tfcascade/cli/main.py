@@ -1,7 +1,9 @@
 """The ``tfcascade`` command line.
 
 Each sub-command lives in its own module ``tfcascade.cli.<name>`` that defines
-``add_parser(subparsers)`` (returns the argparse parser) and ``run(args) -> int``. Modules are
+``add_parser(subparsers)`` (returns the argparse parser) and ``run(args) -> int``. A command
+that sets ``pass_through=True`` as a parser default receives unknown options (e.g. Beam
+pipeline options) in ``args.beam_args``. Modules are
 imported only when their command runs, so ``tfcascade --help`` stays fast and TFX / Beam are
 loaded only by the commands that need them.
 """
@@ -54,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     # Import only the module of the command being run (help lists them all).
     chosen = [argv[0]] if argv and argv[0] in COMMANDS else None
     parser = build_parser(chosen)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not getattr(args, "pass_through", False):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.beam_args = list(getattr(args, "beam_args", None) or []) + unknown
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

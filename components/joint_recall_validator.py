@@ -1,0 +1,214 @@
+"""JointRecallValidator: evaluates a trained cascade end to end and blesses it for the Pusher.
+
+The TFX ``Evaluator`` (TFMA) scores one model output per example; a cascade's quality is the
+end-to-end Joint Recall@K@q_T of its stages chained with their top-q_i cuts (REFERENCES.md
+section 1; LCRON, arXiv 2503.09492), which TFMA cannot express. This component:
+
+1. loads the Trainer's cascade and scores every request of the eval split with each stage;
+2. computes Joint Recall@K@q_T, each stage's Recall@K@q_i on the whole list and NDCG@K,
+   overall and per value of each slicing feature (user features such as ``age``, ``gender``);
+3. writes them as ``metrics.json`` (and ``joint_recall_by_slice.png``) into a
+   ``ModelEvaluation`` artifact;
+4. writes a ``ModelBlessing`` artifact the stock (or our atomic) Pusher understands
+   (custom property ``blessed`` = 1 / 0, file ``BLESSED`` / ``NOT_BLESSED``, plus
+   ``current_model_id`` so that ``LatestBlessedModelStrategy`` can find it later), blessed
+   only when :func:`components.blessing.decide_blessing` says so: joint recall
+   ≥ ``min_joint_recall`` and ≥ the latest blessed model's joint recall − ``tolerance``.
+
+The latest blessed model comes from ML Metadata through a ``Resolver`` with
+``LatestBlessedModelStrategy`` wired to the optional ``baseline_model`` / ``baseline_blessing``
+inputs (see ``pipelines/cascade_pipeline.py``); its joint recall is the ``joint_recall``
+custom property recorded on its blessing by the validator run that blessed it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components import blessing as bl
+
+DEFAULT_SLICE_FEATURES = ("age", "gender")
+METRICS_FILE = "metrics.json"
+PLOT_FILE = "joint_recall_by_slice.png"
+
+
+class JointRecallValidatorSpec(ComponentSpec):
+    """Inputs, outputs and parameters of :class:`JointRecallValidator`."""
+
+    PARAMETERS = {
+        "min_joint_recall": ExecutionParameter(type=float),
+        "tolerance": ExecutionParameter(type=float),
+        "k": ExecutionParameter(type=int),
+        # JSON lists (ExecutionParameter has no list type that compiles for Kubeflow V2).
+        "qs": ExecutionParameter(type=str),
+        "slice_features": ExecutionParameter(type=str),
+        "batch_size": ExecutionParameter(type=int),
+    }
+    INPUTS = {
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "model": ChannelParameter(type=standard_artifacts.Model),
+        "baseline_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
+        "baseline_blessing": ChannelParameter(
+            type=standard_artifacts.ModelBlessing, optional=True
+        ),
+    }
+    OUTPUTS = {
+        "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }
+
+
+def _optional_single(input_dict: dict[str, list[types.Artifact]], key: str):
+    artifacts = input_dict.get(key) or []
+    return artifacts[0] if artifacts else None
+
+
+class JointRecallValidatorExecutor(base_executor.BaseExecutor):
+    """Evaluates the cascade on the eval split, writes metrics and the blessing."""
+
+    def Do(  # noqa: N802  (TFX's executor interface)
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        from components.cascade_evaluation import evaluate_cascade, plot_slices
+
+        self._log_startup(input_dict, output_dict, exec_properties)
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        baseline_model = _optional_single(input_dict, "baseline_model")
+        baseline_blessing = _optional_single(input_dict, "baseline_blessing")
+        evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+
+        metrics = evaluate_cascade(
+            model_uri=model.uri,
+            examples_uri=examples.uri,
+            k=int(exec_properties["k"]),
+            qs=json.loads(exec_properties["qs"]),
+            slice_features=json.loads(exec_properties["slice_features"]),
+            batch_size=int(exec_properties["batch_size"]),
+        )
+        baseline_jr = bl.blessing_joint_recall(baseline_blessing)
+        decision = bl.decide_blessing(
+            joint_recall=metrics["overall"]["joint_recall"],
+            min_joint_recall=float(exec_properties["min_joint_recall"]),
+            baseline_joint_recall=baseline_jr,
+            tolerance=float(exec_properties["tolerance"]),
+        )
+        metrics["decision"] = decision.as_dict()
+        metrics["model"] = {"uri": model.uri, "id": model.id}
+        metrics["baseline_model"] = (
+            {"uri": baseline_model.uri, "id": baseline_model.id} if baseline_model else None
+        )
+
+        fileio.makedirs(evaluation.uri)
+        with fileio.open(os.path.join(evaluation.uri, METRICS_FILE), "w") as f:
+            f.write(json.dumps(metrics, indent=1, sort_keys=True))
+        try:
+            plot_slices(metrics, os.path.join(evaluation.uri, PLOT_FILE))
+        except ImportError:  # matplotlib is optional for the pipeline
+            logging.warning("matplotlib is not installed: no %s written", PLOT_FILE)
+
+        _write_blessing(blessing, decision, model, baseline_model)
+        logging.info(
+            "JointRecallValidator: joint recall %.4f (threshold %.4f, baseline %s) -> %s%s",
+            decision.joint_recall, decision.min_joint_recall, baseline_jr,
+            "BLESSED" if decision.blessed else "NOT BLESSED",
+            "" if decision.blessed else ": " + "; ".join(decision.reasons),
+        )
+
+
+def _write_blessing(
+    blessing: types.Artifact,
+    decision: bl.BlessingDecision,
+    model: types.Artifact,
+    baseline_model: types.Artifact | None,
+) -> None:
+    fileio.makedirs(blessing.uri)
+    name = bl.BLESSED_FILE_NAME if decision.blessed else bl.NOT_BLESSED_FILE_NAME
+    with fileio.open(os.path.join(blessing.uri, name), "w") as f:
+        f.write(json.dumps(decision.as_dict()))
+    blessing.set_int_custom_property(bl.BLESSED_KEY, int(decision.blessed))
+    blessing.set_string_custom_property(bl.CURRENT_MODEL_KEY, model.uri)
+    blessing.set_int_custom_property(bl.CURRENT_MODEL_ID_KEY, model.id)
+    blessing.set_float_custom_property(bl.JOINT_RECALL_KEY, decision.joint_recall)
+    blessing.set_float_custom_property(bl.MIN_JOINT_RECALL_KEY, decision.min_joint_recall)
+    if baseline_model is not None:
+        blessing.set_string_custom_property(bl.BASELINE_MODEL_KEY, baseline_model.uri)
+        blessing.set_int_custom_property(bl.BASELINE_MODEL_ID_KEY, baseline_model.id)
+    if decision.baseline_joint_recall is not None:
+        blessing.set_float_custom_property(
+            bl.BASELINE_JOINT_RECALL_KEY, decision.baseline_joint_recall
+        )
+
+
+class JointRecallValidator(base_component.BaseComponent):
+    """TFX component: Joint Recall@K@q_T evaluation + blessing (module docstring).
+
+    Args:
+      examples: ``Examples`` with an ``eval`` split (from ``RecFlowExampleGen``).
+      model: the Trainer's ``Model`` (``Format-Cascade/`` Keras cascade inside).
+      min_joint_recall: absolute blessing threshold, in [0, 1].
+      tolerance: allowed drop below the latest blessed model's joint recall, in [0, 1].
+      k: size of the ground-truth set (K).
+      qs: items each stage keeps, earliest stage first (e.g. ``(30, 20)``).
+      slice_features: user features to slice the metrics by.
+      baseline_model / baseline_blessing: the latest blessed model and its blessing
+        (outputs of a ``LatestBlessedModelStrategy`` resolver); optional.
+      batch_size: eval batch size.
+    """
+
+    SPEC_CLASS = JointRecallValidatorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(JointRecallValidatorExecutor)
+
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        model: types.BaseChannel,
+        min_joint_recall: float,
+        tolerance: float = 0.01,
+        k: int = 10,
+        qs: tuple[int, ...] | list[int] = (30, 20),
+        slice_features: tuple[str, ...] | list[str] = DEFAULT_SLICE_FEATURES,
+        baseline_model: types.BaseChannel | None = None,
+        baseline_blessing: types.BaseChannel | None = None,
+        batch_size: int = 256,
+    ):
+        # Checked here so that a bad value fails when the pipeline is built, not hours later.
+        bl.decide_blessing(0.0, min_joint_recall, None, tolerance)
+        qs = [int(q) for q in qs]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got k={k!r}")
+        if not qs or any(q < k for q in qs) or any(a < b for a, b in zip(qs[:-1], qs[1:], strict=True)):
+            raise ValueError(
+                f"qs must be non-increasing and each >= k={k}, got qs={qs!r}"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got batch_size={batch_size!r}")
+        super().__init__(
+            spec=JointRecallValidatorSpec(
+                examples=examples,
+                model=model,
+                baseline_model=baseline_model,
+                baseline_blessing=baseline_blessing,
+                min_joint_recall=float(min_joint_recall),
+                tolerance=float(tolerance),
+                k=k,
+                qs=json.dumps(qs),
+                slice_features=json.dumps(list(slice_features)),
+                batch_size=batch_size,
+                evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+                blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            )
+        )

@@ -1,0 +1,1 @@
+"""Beam preprocessing and TFX pipelines for tfcascade (import Beam / TFX)."""

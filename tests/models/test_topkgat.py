@@ -1,0 +1,288 @@
+"""Tests of TopKGAT: layer against a dense numpy reference, metrics against brute force,
+gradients against finite differences, training, serialisation, CLI and input errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tfcascade._keras import keras
+from tfcascade.data.interactions import Interactions, load_interactions
+from tfcascade.models.topkgat import (
+    FullRankingEvaluator,
+    NegativeSampler,
+    TopKGAT,
+    TrainConfig,
+    aggregate,
+    band_pass,
+    edge_weights,
+    train_topkgat,
+)
+
+# A small graph with duplicate edges (0,1) x2 and (2,3) x3, and isolated user 4 / item 5.
+EDGES = np.array([[0, 1], [0, 1], [0, 2], [1, 0], [1, 3], [2, 3], [2, 3], [2, 3], [3, 0],
+                  [3, 4], [0, 4]])
+U, NI = 5, 6
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def normalise(x):
+    # Zero rows (nodes without neighbours after a layer) stay zero, as in tf.math.l2_normalize.
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+
+def dense_layer(xu, xi, beta, variant):
+    """One layer written with the dense multiplicity matrix A[u, i] (numpy reference)."""
+    a = np.zeros((U, NI))
+    np.add.at(a, (EDGES[:, 0], EDGES[:, 1]), 1.0)
+    du, di = a.sum(1), a.sum(0)
+    norm = np.outer(np.where(du > 0, du, 1.0) ** -0.5 * (du > 0), np.where(di > 0, di, 1.0) ** -0.5 * (di > 0))
+    s = normalise(xu) @ normalise(xi).T - (0.0 if beta is None else beta[:, None])
+    if variant == "lightgcn":
+        w = a * norm
+        return w @ xi, w.T @ xu
+    if variant == "softmax":
+        e = a * np.exp(s)
+        wu = e / np.maximum(e.sum(1, keepdims=True), 1e-300)
+        wi = e / np.maximum(e.sum(0, keepdims=True), 1e-300)
+        return wu @ xi, wi.T @ xu
+    w = a * 4 * sigmoid(s) * sigmoid(-s) * norm
+    return w @ xi, w.T @ xu
+
+
+def test_band_pass_matches_formula():
+    t = np.linspace(-8, 8, 101)
+    np.testing.assert_allclose(band_pass(tf.constant(t)).numpy(), 4 * sigmoid(t) * sigmoid(-t), rtol=1e-12)
+    assert band_pass(tf.constant(0.0)).numpy() == pytest.approx(1.0)
+    np.testing.assert_allclose(band_pass(tf.constant(t)).numpy(), band_pass(tf.constant(-t)).numpy())
+
+
+@pytest.mark.parametrize("variant", ["topkgat", "beta0", "softmax", "lightgcn"])
+@pytest.mark.parametrize("combine,residual", [("last", False), ("mean", False), ("last", True)])
+def test_propagate_matches_dense_reference(variant, combine, residual):
+    tf.random.set_seed(1)
+    model = TopKGAT(U, NI, len(EDGES), dim=4, num_layers=2, variant=variant, combine=combine,
+                    residual=residual, residual_step=0.5, edges=EDGES)
+    xu, xi = model.user_embedding.numpy().astype(np.float64), model.item_embedding.numpy().astype(np.float64)
+    betas = np.tanh(model.beta_logits.numpy()) if model.uses_beta else None
+    outs = [(xu, xi)]
+    for layer in range(2):
+        beta = None if betas is None or variant == "beta0" else betas[:, layer]
+        nu, ni = dense_layer(xu, xi, beta, variant)
+        if residual:
+            nu, ni = xu + 0.5 * nu, xi + 0.5 * ni
+        xu, xi = nu, ni
+        outs.append((xu, xi))
+    if combine == "mean":
+        xu, xi = np.mean([o[0] for o in outs], 0), np.mean([o[1] for o in outs], 0)
+    got_u, got_i = model.propagate()
+    np.testing.assert_allclose(got_u.numpy(), xu, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got_i.numpy(), xi, rtol=1e-4, atol=1e-6)
+    # Isolated nodes receive nothing (no self-loop) unless there is a residual.
+    if combine == "last" and not residual:
+        assert np.all(got_u.numpy()[4] == 0) and np.all(got_i.numpy()[5] == 0)
+    scores = model(tf.constant([0, 3]))
+    np.testing.assert_allclose(scores.numpy(), xu[[0, 3]] @ xi.T, rtol=1e-4, atol=1e-6)
+
+
+def test_lightgcn_defaults_to_layer_mean_and_topkgat_to_last():
+    assert TopKGAT(U, NI, len(EDGES), variant="lightgcn").combine == "mean"
+    assert TopKGAT(U, NI, len(EDGES)).combine == "last"
+
+
+@pytest.mark.parametrize("variant", ["topkgat", "softmax"])
+def test_layer_gradient_float64(variant):
+    rng = np.random.default_rng(0)
+    users, items = tf.constant(EDGES[:, 0], tf.int32), tf.constant(EDGES[:, 1], tf.int32)
+    inv_u = tf.constant(np.where(np.bincount(EDGES[:, 0], minlength=U) > 0,
+                                 np.bincount(EDGES[:, 0], minlength=U).clip(1) ** -0.5, 0.0))
+    inv_i = tf.constant(np.where(np.bincount(EDGES[:, 1], minlength=NI) > 0,
+                                 np.bincount(EDGES[:, 1], minlength=NI).clip(1) ** -0.5, 0.0))
+    probe_u, probe_i = rng.normal(size=(U, 3)), rng.normal(size=(NI, 3))
+
+    def layer(xu, xi, beta):
+        wu, wi = edge_weights(xu, xi, users, items, tf.tanh(beta), inv_u, inv_i, variant)
+        nu, ni = aggregate(xu, xi, users, items, wu, wi)
+        return tf.reduce_sum(nu * probe_u) + tf.reduce_sum(ni * probe_i)
+
+    args = [tf.constant(rng.normal(size=(U, 3))), tf.constant(rng.normal(size=(NI, 3))),
+            tf.constant(rng.normal(size=(U,)))]
+    theoretical, numerical = tf.test.compute_gradient(layer, args)
+    for t, n in zip(theoretical, numerical, strict=True):
+        np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-5)  # central differences, delta 1e-3
+
+
+def brute_force_metrics(user_x, item_x, truth, exclude, ks):
+    scores = user_x @ item_x.T
+    results = {f"{m}@{k}": [] for m in ("recall", "ndcg") for k in ks}
+    for u in np.unique(truth[:, 0]):
+        gt = set(truth[truth[:, 0] == u, 1].tolist())
+        seen = set(exclude[exclude[:, 0] == u, 1].tolist())
+        ranked = [i for i in np.argsort(-scores[u], kind="stable") if i not in seen]
+        for k in ks:
+            hits = [1.0 if i in gt else 0.0 for i in ranked[:k]]
+            n = min(len(gt), k)
+            results[f"recall@{k}"].append(sum(hits) / n)
+            dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
+            results[f"ndcg@{k}"].append(dcg / sum(1 / np.log2(r + 2) for r in range(n)))
+    return {key: float(np.mean(v)) for key, v in results.items()}
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), memory=st.sampled_from([1, 2**30]))
+def test_evaluator_matches_brute_force(seed, memory):
+    rng = np.random.default_rng(seed)
+    users, items = 9, 25
+    truth = np.stack([rng.integers(0, users - 2, 30), rng.integers(0, items, 30)], 1)  # with duplicates
+    exclude = np.stack([rng.integers(0, users, 60), rng.integers(0, items, 60)], 1)
+    user_x, item_x = rng.normal(size=(users, 4)), rng.normal(size=(items, 4))
+    ks = (1, 3, 5, 10, 20)
+    evaluator = FullRankingEvaluator(truth, exclude, users, items, ks, memory_bytes=memory)
+    if memory == 1:
+        assert len(evaluator.blocks) == len(np.unique(truth[:, 0]))  # one user per block
+    got = evaluator.evaluate(user_x.astype(np.float32), item_x.astype(np.float32))
+    want = brute_force_metrics(user_x.astype(np.float32), item_x.astype(np.float32), truth, exclude, ks)
+    assert set(got) == set(want)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-5), key
+
+
+def test_evaluator_perfect_and_excluded():
+    # Item scores equal to the item id: user 0 likes the top items; excluded items never count.
+    item_x = np.arange(10, dtype=np.float32)[:, None]
+    user_x = np.ones((2, 1), np.float32)
+    truth = np.array([[0, 9], [0, 8], [1, 9]])
+    exclude = np.array([[1, 9]])
+    got = FullRankingEvaluator(truth, exclude, 2, 10, ks=(1, 2)).evaluate(user_x, item_x)
+    assert got["recall@2"] == pytest.approx(0.5)  # user 0: 1.0, user 1: its only item is excluded
+    assert got["ndcg@1"] == pytest.approx(0.5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 1000))
+def test_negative_sampler_avoids_training_items(seed):
+    rng = np.random.default_rng(seed)
+    pairs = np.stack([rng.integers(0, 6, 40), rng.integers(0, 12, 40)], 1)  # dense: many rejections
+    sampler = NegativeSampler(pairs, 12, seed=seed)
+    known = set(map(tuple, pairs.tolist()))
+    for _ in range(3):
+        negatives = sampler.sample()
+        assert negatives.shape == (40,) and negatives.min() >= 0 and negatives.max() < 12
+        assert not any((u, j) in known for u, j in zip(pairs[:, 0], negatives, strict=True))
+
+
+def test_negative_sampler_rejects_full_users():
+    with pytest.raises(ValueError, match="user 0 has interacted with all 2 items"):
+        NegativeSampler(np.array([[0, 0], [0, 1]]), 2)
+
+
+def planted_data(users=120, items=60, groups=4, per_user=8, seed=0) -> Interactions:
+    """Users of group g interact with items of group g: a structure the graph can learn."""
+    rng = np.random.default_rng(seed)
+    size = items // groups
+    rows = []
+    for u in range(users):
+        g = u % groups
+        chosen = rng.choice(np.arange(g * size, (g + 1) * size), per_user + 4, replace=False)
+        rows.append([(u, int(i)) for i in chosen])
+    train = np.array([p for r in rows for p in r[:per_user]])
+    valid = np.array([p for r in rows for p in r[per_user:per_user + 2]])
+    test = np.array([p for r in rows for p in r[per_user + 2:]])
+    return Interactions(users, items, train, valid, test, name="planted")
+
+
+@pytest.mark.parametrize("variant", ["topkgat", "lightgcn"])
+def test_training_improves_ndcg_on_planted_graph(variant, tmp_path):
+    data = planted_data()
+    tf.random.set_seed(0)
+    model = TopKGAT(data.num_users, data.num_items, len(data.train), dim=16, num_layers=2,
+                    variant=variant, edges=data.train)
+    before = FullRankingEvaluator(data.test, data.train, data.num_users, data.num_items).evaluate(
+        *model.propagate())
+    result = train_topkgat(model, data, TrainConfig(epochs=60, eval_every=20, lr=0.05),
+                           log_dir=tmp_path / "tb")
+    assert result.best_epoch in (20, 40, 60)
+    assert result.test["ndcg@20"] > before["ndcg@20"] + 0.1
+    assert result.test["ndcg@20"] > 0.5  # random ranking gets ~0.3 on 15 items of 60
+    assert list(tmp_path.joinpath("tb").iterdir())  # TensorBoard events were written
+
+
+def test_training_improves_ndcg_on_real_slice(real_data_dir):
+    folder = real_data_dir / "topkgat" / "Ali-Display"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    data = load_interactions(folder).subset_users(1500)
+    tf.random.set_seed(0)
+    model = TopKGAT(data.num_users, data.num_items, len(data.train), dim=32, edges=data.train)
+    before = FullRankingEvaluator(data.valid, data.train, data.num_users, data.num_items).evaluate(
+        *model.propagate())
+    result = train_topkgat(model, data, TrainConfig(epochs=40, eval_every=20))
+    assert result.valid["ndcg@20"] > 2 * before["ndcg@20"]
+
+
+def test_best_weights_restored_and_early_stop():
+    data = planted_data()
+    tf.random.set_seed(0)
+    model = TopKGAT(data.num_users, data.num_items, len(data.train), dim=8, edges=data.train)
+    # lr 0 never improves after the first validation: stop at epoch 10 + patience 20 = 30.
+    result = train_topkgat(model, data, TrainConfig(epochs=500, eval_every=10, patience=20, lr=1e-12))
+    assert result.best_epoch == 10 and result.epochs_run == 30
+    assert [h[0] for h in result.history] == [10, 20, 30]
+
+
+def test_serialisation_round_trip(tmp_path):
+    tf.random.set_seed(3)
+    model = TopKGAT(U, NI, len(EDGES), dim=4, num_layers=2, edges=EDGES)
+    path = str(tmp_path / "w.weights.h5")
+    model.save_weights(path)
+    clone = TopKGAT.from_config(model.get_config())
+    clone.load_weights(path)
+    np.testing.assert_allclose(clone(tf.range(U)).numpy(), model(tf.range(U)).numpy(), rtol=1e-6)
+    restored = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(model))
+    assert isinstance(restored, TopKGAT) and restored.get_config() == model.get_config()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="variant must be one of .* got variant='gat'"):
+        TopKGAT(U, NI, len(EDGES), variant="gat")
+    with pytest.raises(ValueError, match="num_users must be a positive integer, got num_users=0"):
+        TopKGAT(0, NI, len(EDGES))
+    with pytest.raises(ValueError, match="combine must be one of"):
+        TopKGAT(U, NI, len(EDGES), combine="sum")
+    with pytest.raises(ValueError, match=r"edges\[1\] has item id 6 outside \[0, 6\)"):
+        TopKGAT(U, NI, 2, edges=np.array([[0, 1], [1, 6]]))
+    with pytest.raises(ValueError, match="edges must have num_edges=3 rows, got 2"):
+        TopKGAT(U, NI, 3, edges=np.array([[0, 1], [1, 2]]))
+    with pytest.raises(ValueError, match="ks must be <= num_items=6"):
+        FullRankingEvaluator(EDGES, EDGES, U, NI, ks=(1, 20))
+    with pytest.raises(ValueError, match="lr must be > 0, got lr=0"):
+        TrainConfig(lr=0)
+    data = planted_data()
+    with pytest.raises(ValueError, match="do not match the data"):
+        train_topkgat(TopKGAT(U, NI, len(EDGES), edges=EDGES), data)
+
+
+def test_cli_writes_json(tmp_path):
+    from tfcascade.cli.main import main
+
+    data = planted_data(users=40, items=60)
+    folder = tmp_path / "planted"
+    folder.mkdir()
+    (folder / "info.txt").write_text(f"users {data.num_users}\nitems {data.num_items}\n")
+    for split in ("train", "valid", "test"):
+        np.savetxt(folder / f"{split}.txt", data.split(split), fmt="%d")
+    out = tmp_path / "result.json"
+    assert main(["topkgat", "--data", str(folder), "--out", str(out), "--epochs", "4",
+                 "--eval-every", "2", "--dim", "8", "--layers", "2", "--no-jit"]) == 0
+    result = json.loads(out.read_text())
+    assert result["best_epoch"] in (2, 4) and result["seconds_per_epoch"] > 0
+    expected = {f"{m}@{k}" for m in ("recall", "ndcg") for k in (1, 3, 5, 10, 20)}
+    assert set(result["valid"]) == expected and set(result["test"]) == expected

@@ -1,0 +1,309 @@
+"""The TFX cascade pipeline: structure, Kubeflow compilation and end-to-end local runs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+pytest.importorskip("tfx")
+
+from pipelines import cascade_pipeline as cp  # noqa: E402
+
+
+@pytest.fixture
+def raw_dir(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "placeholder.txt").write_text("x")  # only construction: nothing is read
+    return str(raw)
+
+
+def test_pipeline_has_the_components_wired_as_documented(raw_dir, tmp_path):
+    pipeline = cp.create_pipeline(data_dir=raw_dir, pipeline_root=str(tmp_path / "root"),
+                                  serving_dir=str(tmp_path / "serving"), min_joint_recall=0.3)
+    nodes = {c.id: c for c in pipeline.components}
+    assert set(nodes) == set(cp.COMPONENT_IDS)
+    validator = nodes[cp.VALIDATOR]
+    assert validator.exec_properties["min_joint_recall"] == pytest.approx(0.3)
+    assert json.loads(validator.exec_properties["qs"]) == [30, 20]
+    # The validator's baseline comes from the LatestBlessedModelStrategy resolver.
+    assert validator.inputs["baseline_blessing"].producer_component_id == cp.RESOLVER
+    pusher = nodes[cp.PUSHER]
+    assert pusher.inputs["model_blessing"].producer_component_id == cp.VALIDATOR
+    destination = json.loads(pusher.exec_properties["push_destination"])
+    assert destination["filesystem"]["base_directory"] == os.path.join(
+        str(tmp_path / "serving"), cp.DEFAULT_MODEL_NAME)
+    trainer = nodes[cp.TRAINER]
+    config = json.loads(trainer.exec_properties["custom_config"])
+    assert config["loss"] == "lcron" and config["qs"] == [30, 20] and config["code_fingerprint"]
+
+
+def test_three_stages_default_cuts(raw_dir, tmp_path):
+    pipeline = cp.create_pipeline(data_dir=raw_dir, pipeline_root=str(tmp_path / "r"),
+                                  serving_dir=str(tmp_path / "s"), stages=3)
+    validator = {c.id: c for c in pipeline.components}[cp.VALIDATOR]
+    assert json.loads(validator.exec_properties["qs"]) == [40, 30, 20]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"stages": 1}, "stages"), ({"epochs": 0}, "epochs"), ({"qs": (30,)}, "qs"),
+     ({"train_steps": -1}, "train_steps"), ({"min_joint_recall": 2.0}, "min_joint_recall"),
+     ({"model_name": "a/b"}, "model_name")],
+)
+def test_bad_arguments_name_themselves(raw_dir, tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cp.create_pipeline(data_dir=raw_dir, pipeline_root=str(tmp_path / "r"),
+                           serving_dir=str(tmp_path / "s"), **kwargs)
+
+
+def test_kubeflow_spec_compiles(tmp_path):
+    pytest.importorskip("kfp.pipeline_spec", reason="compiling needs kfp-pipeline-spec (tfx[kfp])")
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    output = tmp_path / "spec" / "pipeline.json"
+    spec = compile_pipeline(str(output), image="example.com/tfcascade:1", min_joint_recall=0.4)
+    assert json.loads(output.read_text()) == spec  # valid JSON, as written
+    pipeline_spec = spec["pipelineSpec"]
+    tasks = pipeline_spec["root"]["dag"]["tasks"]
+    for node in set(cp.COMPONENT_IDS) - {cp.RESOLVER}:
+        assert node in tasks, node
+    assert any(t.startswith(cp.RESOLVER) for t in tasks)  # compiled as resolver sub-tasks
+    assert set(tasks[cp.PUSHER]["dependentTasks"]) >= {cp.TRAINER, cp.VALIDATOR}
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    validator_exec = executors[tasks[cp.VALIDATOR]["componentRef"]["name"] + "_executor"]
+    assert validator_exec["container"]["image"] == "example.com/tfcascade:1"
+    assert "components.joint_recall_validator.JointRecallValidatorExecutor" in (
+        validator_exec["container"]["args"])
+    params = tasks[cp.VALIDATOR]["inputs"]["parameters"]
+    assert params["min_joint_recall"]["runtimeValue"]["constantValue"]["doubleValue"] == 0.4
+
+
+def test_trainer_module_finds_the_examples_root_and_checks_its_config():
+    from pipelines import trainer_module as tm
+
+    assert tm._split_root(["/a/Examples/7/Split-train/*"], "train") == "/a/Examples/7"
+    with pytest.raises(ValueError, match="Split-train"):
+        tm._split_root(["/a/Examples/7/train/*"], "train")
+    config = tm.resolve_config({"loss": "bce", "epochs": 2, "code_fingerprint": "abc"})
+    assert config["loss"] == "bce" and config["epochs"] == 2 and "code_fingerprint" not in config
+    assert config["lr"] == tm.DEFAULTS["lr"]
+    with pytest.raises(ValueError, match="learning_rate"):
+        tm.resolve_config({"learning_rate": 0.1})
+    assert tm.cascade_model_dir("/m/3") == os.path.join("/m/3", tm.CASCADE_MODEL_DIR)
+
+
+def test_code_fingerprint_ignores_the_cli_but_not_training_code(tmp_path, monkeypatch):
+    for rel in ("tfcascade/cli/x.py", "tfcascade/training.py", "pipelines/trainer_module.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("a = 1\n")
+    monkeypatch.setattr(cp, "_REPO_ROOT", tmp_path)
+    before = cp.code_fingerprint()
+    (tmp_path / "tfcascade/cli/x.py").write_text("a = 2\n")
+    assert cp.code_fingerprint() == before
+    (tmp_path / "tfcascade/training.py").write_text("a = 2\n")
+    assert cp.code_fingerprint() != before
+
+
+def _summary(**kwargs):
+    from pipelines.local_runner import RunSummary
+
+    base = dict(pipeline_root="/r", run_id="run-1", node_states={cp.TRAINER: "CACHED"},
+                joint_recall=0.61, min_joint_recall=0.5, baseline_joint_recall=None,
+                blessed=True)
+    return RunSummary(**{**base, **kwargs})
+
+
+def test_cli_summary_tells_where_and_how_to_serve():
+    from tfcascade.cli.pipeline import format_summary
+
+    text = format_summary(_summary(pushed=True, pushed_destination="/s/cascade/3",
+                                   pushed_version="3"), "/s", "cascade")
+    assert "0.6100" in text and "threshold 0.5000" in text and "none yet" in text
+    assert "blessed:          yes" in text and "/s/cascade/3 (version 3)" in text
+    assert "docker compose" in text and "v1/models/cascade:predict" in text
+    assert "Trainer" in text and "CACHED" in text
+
+
+def test_cli_summary_of_a_refused_model_says_why():
+    from tfcascade.cli.pipeline import format_summary
+
+    text = format_summary(_summary(blessed=False, joint_recall=0.4, baseline_joint_recall=0.7,
+                                   reasons=["joint recall 0.4000 is below the threshold"]),
+                          "/s", "cascade")
+    assert "blessed:          no" in text and "below the threshold" in text
+    assert "pushed:           no (/s/cascade unchanged)" in text and "docker" not in text
+
+
+def test_cli_parses_the_documented_commands():
+    from tfcascade.cli.main import build_parser
+
+    parser = build_parser(["pipeline"])
+    args = parser.parse_args(["pipeline", "run", "--preset", "tiny", "--pipeline-root", "p",
+                              "--serving-dir", "s", "--min-joint-recall", "0.4", "--loss",
+                              "bce", "--stages", "3", "--epochs", "2"])
+    assert (args.preset, args.min_joint_recall, args.loss, args.stages, args.epochs) == (
+        "tiny", 0.4, "bce", 3, 2)
+    args = parser.parse_args(["pipeline", "compile", "--kubeflow", "--output", "x.json"])
+    assert args.kubeflow and args.output == "x.json"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pipeline", "run", "--stages", "4", "--pipeline-root", "p",
+                           "--serving-dir", "s"])
+
+
+# ---- end to end on the tiny preset (LocalDagRunner, SQLite ML Metadata) ----------------------
+
+def _tree(folder):
+    """Relative path -> (size, mtime) of every file under ``folder``."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            stat = os.stat(path)
+            out[os.path.relpath(path, folder)] = (stat.st_size, stat.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Three runs in one pipeline root: fresh, unchanged (cache), unreachable threshold."""
+    for module in ("pipelines.preprocess", "tfcascade.training", "serving.export"):
+        pytest.importorskip(module)
+    from pipelines.local_runner import run_pipeline
+    from tfcascade.data import simulate
+
+    root = tmp_path_factory.mktemp("pipeline")
+    raw = root / "raw"
+    simulate(str(raw), preset="tiny", seed=0)
+    serving = root / "serving"
+    common = dict(data_dir=str(raw), pipeline_root=str(root / "root"), serving_dir=str(serving),
+                  epochs=1, batch_size=32, eval_batch_size=64, min_joint_recall=0.0)
+    runs = {"serving": serving, "root": root / "root"}
+    runs["first"] = run_pipeline(**common)
+    runs["after_first"] = _tree(serving)
+    runs["second"] = run_pipeline(**common)
+    runs["after_second"] = _tree(serving)
+    runs["third"] = run_pipeline(**{**common, "min_joint_recall": 1.0})
+    runs["after_third"] = _tree(serving)
+    return runs
+
+
+@pytest.mark.slow
+def test_first_run_blesses_and_pushes_a_numeric_version(tiny_runs):
+    first = tiny_runs["first"]
+    assert set(first.node_states.values()) == {"COMPLETE"}, first.node_states
+    assert first.blessed and first.pushed
+    assert 0.0 <= first.joint_recall <= 1.0
+    assert first.baseline_joint_recall is None  # nothing was blessed before
+    version_dir = tiny_runs["serving"] / cp.DEFAULT_MODEL_NAME / first.pushed_version
+    assert first.pushed_version.isdigit()
+    assert os.path.samefile(first.pushed_destination, version_dir)
+    assert (version_dir / "saved_model.pb").exists()
+    metrics = json.loads(open(first.metrics_path).read())
+    assert metrics["overall"]["joint_recall"] == pytest.approx(first.joint_recall)
+    assert set(metrics["slices"]) == {"age", "gender"}
+    per_age = metrics["slices"]["age"].values()
+    assert sum(s["num_requests"] for s in per_age) == metrics["overall"]["num_requests"]
+
+
+@pytest.mark.slow
+def test_second_run_reuses_cached_components(tiny_runs):
+    second = tiny_runs["second"]
+    for node in (cp.EXAMPLE_GEN, cp.STATISTICS_GEN, cp.SCHEMA_GEN, cp.EXAMPLE_VALIDATOR,
+                 cp.TRAINER):
+        assert second.node_states[node] == "CACHED", second.node_states
+    # Same model: blessed again against itself as baseline, and not published a second time.
+    assert second.blessed and second.baseline_joint_recall == pytest.approx(
+        tiny_runs["first"].joint_recall)
+    assert second.pushed_version == tiny_runs["first"].pushed_version
+    assert tiny_runs["after_second"] == tiny_runs["after_first"]
+
+
+@pytest.mark.slow
+def test_model_below_the_threshold_is_not_pushed(tiny_runs):
+    third = tiny_runs["third"]
+    assert third.joint_recall < 1.0  # precondition: the threshold is out of reach
+    assert third.node_states[cp.TRAINER] == "CACHED"
+    assert third.blessed is False and not third.pushed
+    assert any("min_joint_recall" in reason for reason in third.reasons)
+    assert tiny_runs["after_third"] == tiny_runs["after_second"]  # serving folder unchanged
+
+
+@pytest.mark.slow
+def test_pushed_model_serves_the_in_memory_models_top_k(tiny_runs):
+    import numpy as np
+    import tensorflow as tf
+
+    from pipelines.trainer_module import cascade_model_dir
+    from tfcascade import training
+
+    first = tiny_runs["first"]
+    loaded = tf.saved_model.load(first.pushed_destination)
+    assert "serving_default" in loaded.signatures
+    metrics = json.loads(open(first.metrics_path).read())
+    model = training.load_model(cascade_model_dir(metrics["model"]["uri"]))
+    expected, got = _top_k_both_ways(model, loaded.signatures["serving_default"], metrics)
+    np.testing.assert_array_equal(got, expected)
+
+
+def _vocab(examples_uri, feature):
+    """Index -> raw value; index 0 is padding / unknown (tfcascade.features)."""
+    from tfcascade.features import HISTORY_TO_ITEM
+
+    path = os.path.join(examples_uri, "vocab", f"{HISTORY_TO_ITEM.get(feature, feature)}.txt")
+    with open(path) as f:
+        return [""] + [line.rstrip("\n") for line in f]
+
+
+def _first_top_k(outputs, batch, k):
+    """The first [B, k] array among a model's outputs (dict, tuple or tensor)."""
+    import numpy as np
+
+    values = outputs.values() if isinstance(outputs, dict) else (
+        outputs if isinstance(outputs, (list, tuple)) else [outputs])
+    for value in values:
+        array = np.asarray(value)
+        if array.shape == (batch, k):
+            return array
+    raise AssertionError(f"no [{batch}, {k}] output in {outputs!r}")
+
+
+def _top_k_both_ways(model, serving_fn, metrics):
+    """Top-K of a few eval requests from the in-memory cascade and from the served SavedModel.
+
+    The served model takes raw ids: the eval examples' vocabulary indices are mapped back to raw
+    values with the artifact's vocabularies. Positions from the in-memory model are mapped to
+    raw video ids when the served model answers with ids.
+    """
+    import glob
+
+    import numpy as np
+    import tensorflow as tf
+
+    from tfcascade.data import make_dataset
+
+    model_root = os.path.dirname(os.path.dirname(metrics["model"]["uri"]))
+    examples_uri = sorted(glob.glob(os.path.join(os.path.dirname(model_root), cp.EXAMPLE_GEN,
+                                                 "examples", "*")), key=os.path.getmtime)[-1]
+    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    features = next(iter(make_dataset(files, batch_size=4, shuffle=False)))
+    batch, k, qs = int(features["mask"].shape[0]), metrics["k"], metrics["qs"]
+    expected = _first_top_k(model.select(features, qs), batch, k)
+
+    _, signature = serving_fn.structured_input_signature
+    raw = {}
+    for name, spec in signature.items():
+        vocab = np.asarray(_vocab(examples_uri, name), dtype=object)
+        values = vocab[np.asarray(features[name])]
+        if spec.dtype != tf.string:
+            values = np.vectorize(lambda v: int(v) if v else 0)(values)
+        raw[name] = tf.constant(values.tolist(), dtype=spec.dtype)
+    got = _first_top_k(serving_fn(**raw), batch, k)
+    if got.dtype.kind in "SOU":  # served model answers with raw video ids
+        video = np.asarray(_vocab(examples_uri, "video_id"), dtype=object)
+        ids = video[np.asarray(features["video_id"])]
+        expected = np.take_along_axis(ids, expected.astype(np.int64), axis=1).astype(str)
+        got = np.char.decode(got.astype(bytes)) if got.dtype.kind in "SO" else got
+    return expected, got

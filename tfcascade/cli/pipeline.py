@@ -1,0 +1,196 @@
+"""``tfcascade pipeline``: run the TFX cascade pipeline locally, or compile it for Kubeflow.
+
+::
+
+    tfcascade pipeline run --preset small --pipeline-root runs/p --serving-dir runs/serving \\
+        [--data RAW_DIR] [--min-joint-recall 0.5] [--loss lcron --stages 2 --epochs 1]
+    tfcascade pipeline compile --kubeflow --output pipeline.json [--image IMAGE]
+
+TFX is imported only when a sub-command runs (``import tfcascade`` never loads it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+SIMULATED_MARKER = ".simulated"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="run the TFX pipeline (simulate -> preprocess -> train -> validate -> push)",
+        description=__doc__.splitlines()[0],
+    )
+    sub = parser.add_subparsers(dest="pipeline_command", metavar="{run,compile}")
+
+    run_p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite MLMD)")
+    run_p.add_argument("--preset", default="small", choices=("tiny", "small"),
+                       help="simulated data size when --data is not given (default: small)")
+    run_p.add_argument("--data", default=None, help="raw logs in the RecFlow layout "
+                       "(default: simulate --preset into <pipeline-root>/data/)")
+    run_p.add_argument("--seed", type=int, default=0, help="simulation and training seed")
+    run_p.add_argument("--pipeline-root", required=True, help="artifacts + metadata.sqlite")
+    run_p.add_argument("--serving-dir", required=True, help="TF Serving model base folder")
+    run_p.add_argument("--model-name", default=None, help="served model name (default: cascade)")
+    run_p.add_argument("--pipeline-name", default=None, help="default: tfcascade")
+    run_p.add_argument("--min-joint-recall", type=float, default=None,
+                       help="absolute blessing threshold on Joint Recall@K@q_T")
+    run_p.add_argument("--tolerance", type=float, default=None,
+                       help="allowed drop below the latest blessed model's joint recall")
+    run_p.add_argument("--loss", default="lcron", help="cascade loss (tfcascade.training)")
+    run_p.add_argument("--stages", type=int, default=2, choices=(2, 3))
+    run_p.add_argument("--epochs", type=int, default=1)
+    run_p.add_argument("--batch-size", type=int, default=None)
+    run_p.add_argument("--train-steps", type=int, default=None, help="cap on steps per epoch")
+    run_p.add_argument("--temperature", type=float, default=None)
+    run_p.add_argument("--no-cache", action="store_true", help="re-run every component")
+    run_p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    comp_p = sub.add_parser("compile", help="compile the pipeline spec for Kubeflow V2 / Vertex")
+    comp_p.add_argument("--kubeflow", action="store_true", required=True,
+                        help="compile with KubeflowV2DagRunner (the only target)")
+    comp_p.add_argument("--output", required=True, help="PipelineJob JSON file to write")
+    comp_p.add_argument("--image", default=None, help="container image of every step")
+    comp_p.add_argument("--data", default=None, help="cluster path of the raw logs")
+    comp_p.add_argument("--pipeline-root", default=None, help="cluster path (gs://...)")
+    comp_p.add_argument("--serving-dir", default=None, help="cluster path (gs://...)")
+    comp_p.add_argument("--loss", default="lcron")
+    comp_p.add_argument("--stages", type=int, default=2, choices=(2, 3))
+    comp_p.add_argument("--epochs", type=int, default=1)
+    comp_p.add_argument("--min-joint-recall", type=float, default=None)
+    parser.set_defaults(_pipeline_parser=parser)
+    return parser
+
+
+def simulated_data(pipeline_root: str, preset: str, seed: int) -> str:
+    """Simulates ``preset`` once into ``<pipeline_root>/data/<preset>-seed<seed>/`` and reuses it.
+
+    Re-simulating on every run would change the files (and their fingerprint) and defeat the
+    pipeline's cache, so a completed simulation is marked and kept.
+    """
+    from tfcascade.data import simulate
+
+    out = os.path.join(os.path.abspath(pipeline_root), "data", f"{preset}-seed{seed}")
+    marker = os.path.join(out, SIMULATED_MARKER)
+    if not os.path.exists(marker):
+        print(f"simulating the {preset!r} preset into {out} ...", flush=True)
+        simulate(out, preset=preset, seed=seed)
+        with open(marker, "w") as f:
+            f.write(json.dumps({"preset": preset, "seed": seed}))
+    return out
+
+
+def _importable_project() -> None:
+    """Puts the checkout on ``sys.path`` when ``pipelines`` / ``components`` are not installed.
+
+    They sit beside ``tfcascade`` in the repository; an editable install made before they
+    existed maps only ``tfcascade``.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("pipelines") is None:
+        root = Path(__file__).resolve().parents[2]
+        if (root / "pipelines").is_dir():
+            sys.path.insert(0, str(root))
+
+
+def _run(args: argparse.Namespace) -> int:
+    _importable_project()
+    from pipelines import cascade_pipeline as cp
+    from pipelines.local_runner import run_pipeline
+
+    data_dir = args.data or simulated_data(args.pipeline_root, args.preset, args.seed)
+    kwargs: dict[str, Any] = {
+        "loss": args.loss, "stages": args.stages, "epochs": args.epochs, "seed": args.seed,
+        "enable_cache": not args.no_cache, "temperature": args.temperature,
+        "train_steps": args.train_steps,
+    }
+    for key in ("model_name", "pipeline_name", "min_joint_recall", "tolerance", "batch_size"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    summary = run_pipeline(data_dir=data_dir, pipeline_root=args.pipeline_root,
+                           serving_dir=args.serving_dir, **kwargs)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=1))
+    else:
+        print(format_summary(summary, os.path.abspath(args.serving_dir),
+                             kwargs.get("model_name", cp.DEFAULT_MODEL_NAME)))
+    return 0 if summary.joint_recall is not None else 1
+
+
+def format_summary(summary, serving_dir: str, model_name: str) -> str:
+    """The human-readable end-of-run report, with the commands to serve and query the model."""
+    lines = [f"pipeline run {summary.run_id} ({summary.pipeline_root})"]
+    for node, state in summary.node_states.items():
+        lines.append(f"  {node:32s} {state}")
+    if summary.joint_recall is None:
+        lines.append("no JointRecallValidator result (see the log above)")
+        return "\n".join(lines)
+    baseline = ("none yet" if summary.baseline_joint_recall is None
+                else f"{summary.baseline_joint_recall:.4f}")
+    lines += [
+        f"joint recall:     {summary.joint_recall:.4f}  (threshold {summary.min_joint_recall:.4f}, "
+        f"latest blessed {baseline})",
+        f"blessed:          {'yes' if summary.blessed else 'no'}",
+    ]
+    lines += [f"  - {reason}" for reason in summary.reasons]
+    if summary.metrics_path:
+        lines.append(f"metrics:          {summary.metrics_path}")
+    if not summary.pushed:
+        lines.append(f"pushed:           no ({os.path.join(serving_dir, model_name)} unchanged)")
+        return "\n".join(lines)
+    lines += [
+        f"pushed:           {summary.pushed_destination} (version {summary.pushed_version})",
+        "",
+        "serve it (TF Serving in docker, serving/docker-compose.yml):",
+        f"  MODEL_BASE={serving_dir} MODEL_NAME={model_name} "
+        "docker compose -f serving/docker-compose.yml up -d",
+        "query it (REST; the request holds one user's raw ids and candidate list):",
+        f"  curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict "
+        "-d @serving/example_request.json",
+        "or load it in Python:",
+        f"  python -c \"import tensorflow as tf; m = tf.saved_model.load('{summary.pushed_destination}'); "
+        "print(list(m.signatures))\"",
+    ]
+    return "\n".join(lines)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    _importable_project()
+    from pipelines import kubeflow_runner as kr
+
+    kwargs: dict[str, Any] = {"loss": args.loss, "stages": args.stages, "epochs": args.epochs}
+    if args.min_joint_recall is not None:
+        kwargs["min_joint_recall"] = args.min_joint_recall
+    spec = kr.compile_pipeline(
+        args.output,
+        data_dir=args.data or kr.DEFAULT_DATA,
+        pipeline_root=args.pipeline_root or kr.DEFAULT_ROOT,
+        serving_dir=args.serving_dir or kr.DEFAULT_SERVING,
+        image=args.image or kr.DEFAULT_IMAGE,
+        **kwargs,
+    )
+    tasks = sorted(spec["pipelineSpec"]["root"]["dag"]["tasks"])
+    print(f"wrote {os.path.abspath(args.output)} ({len(tasks)} tasks: {', '.join(tasks)})")
+    print("submit it to Vertex AI Pipelines:")
+    print("  python -c \"from google.cloud import aiplatform as ai; ai.PipelineJob("
+          f"display_name='tfcascade', template_path='{args.output}').submit()\"")
+    print("or to Kubeflow Pipelines:")
+    print(f"  python -c \"import kfp; kfp.Client(host=HOST).create_run_from_pipeline_package("
+          f"'{args.output}')\"")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.pipeline_command == "run":
+        return _run(args)
+    if args.pipeline_command == "compile":
+        return _compile(args)
+    args._pipeline_parser.print_help(sys.stderr)
+    return 2

@@ -1,0 +1,32 @@
+"""``tfcascade preprocess``: Beam pipeline from RecFlow-layout logs to TFRecords."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "preprocess", help="Beam: RecFlow logs -> TFRecords, vocabularies, dead letters, stats",
+        description="Unknown options are passed to Beam unchanged (e.g. --runner DataflowRunner "
+                    "--project P --region R --temp_location gs://...).")
+    p.add_argument("--input", required=True, help="RecFlow-layout folder (any Beam filesystem)")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--stages", type=int, default=2, choices=(2, 3))
+    p.add_argument("--eval-days", type=int, default=1, help="last N days form the eval split")
+    p.add_argument("--eval-negatives", type=int, default=160,
+                   help="negatives sampled from other requests per eval request")
+    p.set_defaults(pass_through=True, beam_args=[])
+    return p
+
+
+def run(args) -> int:
+    import logging
+
+    from pipelines.preprocess import run_preprocess
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    stats = run_preprocess(args.input, args.output, stages=args.stages, eval_days=args.eval_days,
+                           beam_args=args.beam_args, num_negatives=args.eval_negatives)
+    print(json.dumps(stats, indent=2))
+    return 0

@@ -1,0 +1,74 @@
+"""ARF and ARF-v2 (NeuralSort-based recall-focused cascade losses, baselines of LCRON).
+
+Per stage t with P̂ = NeuralSort(s_t, τ = 200) and m = q_t:
+
+- ARF:  L_relax = −mean_{j ∈ CS_gt} log( (1/m)·Σ_{r≤m} P̂_{r,j} · m ) — the soft probability
+  that a true item lands in the stage's top m — and L_global = −mean_{r ≤ G} log P̂_{r, π(r)}
+  against the label permutation π (G = ``global_size``, default k). Both per stage, combined
+  with learned uncertainty weights.
+- ARF-v2: the relaxed membership is normalised by the stop-gradient column sums
+  (P^m_j of LCRON) with an "up" term −log P^m_j on true items and a "down" term
+  −log(1 − P^m_j) on the others (rows after m), uncertainty-weighted per stage.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfcascade._keras import keras
+from tfcascade.losses.base import EPS, CascadeLoss, masked_mean
+from tfcascade.losses.uncertainty import UncertaintyWeighting
+from tfcascade.ops.soft_permutation import neural_sort, topq_membership
+
+
+def _log(x):
+    return tf.math.log(tf.clip_by_value(x, EPS, 1.0))
+
+
+class _ARFBase(CascadeLoss):
+    term_kinds: tuple[str, ...] = ()
+
+    def __init__(self, temperature: float = 200.0, global_size: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+        self.global_size = int(global_size or self.k)
+        self.uwl = UncertaintyWeighting(
+            [f"{kind}_stage{t}" for t in range(self.stages) for kind in self.term_kinds], name="uwl")
+
+    def combine(self, terms):
+        return self.uwl(terms)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "temperature": self.temperature, "global_size": self.global_size}
+
+
+@keras.utils.register_keras_serializable(package="tfcascade")
+class ARFLoss(_ARFBase):
+    term_kinds = ("relax", "global")
+
+    def compute_terms(self, labels, scores, weights, gt):
+        valid = weights > 0
+        order = tf.argsort(tf.where(valid, labels, tf.constant(-1e9, labels.dtype)), axis=-1, direction="DESCENDING", stable=True)
+        g = min(self.global_size, labels.shape[-1])
+        target = tf.one_hot(order[:, :g], tf.shape(labels)[-1], dtype=labels.dtype)  # [B, G, n]
+        terms = {}
+        for t, (s, m) in enumerate(zip(scores, self.stage_qs)):
+            perm = neural_sort(s, self.temperature, mask=valid)
+            in_top = tf.reduce_sum(perm[:, :m, :], axis=1)
+            terms[f"relax_stage{t}"] = masked_mean(-_log(in_top), gt)
+            picked = tf.reduce_sum(perm[:, :g, :] * target, axis=-1)  # P̂_{r, π(r)}
+            terms[f"global_stage{t}"] = tf.reduce_mean(-_log(picked))
+        return terms
+
+
+@keras.utils.register_keras_serializable(package="tfcascade")
+class ARFv2Loss(_ARFBase):
+    term_kinds = ("up", "down")
+
+    def compute_terms(self, labels, scores, weights, gt):
+        terms = {}
+        for t, (s, m) in enumerate(zip(scores, self.stage_qs)):
+            member = topq_membership(neural_sort(s, self.temperature, mask=weights > 0), m)
+            terms[f"up_stage{t}"] = masked_mean(-_log(member), gt)
+            terms[f"down_stage{t}"] = masked_mean(-_log(1.0 - member), weights * (1.0 - gt))
+        return terms

@@ -1,0 +1,99 @@
+"""The cascade-loss interface and the masked building blocks every loss shares.
+
+A cascade loss is a Keras layer ``loss(labels, stage_scores, mask=None) -> scalar``:
+
+- ``labels [B, n]``: graded relevance, −1 = padding (TF-Ranking convention);
+- ``stage_scores``: S tensors ``[B, n]`` ordered retrieval → … → last stage;
+- ``mask [B, n]``: optional validity (default ``labels >= 0``).
+
+The ground truth CS_gt is the hard top-k of the labels among valid items (k = 10).
+After each call ``loss.terms`` holds the component losses (for logging).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from tfcascade._keras import keras
+from tfcascade.metrics.streaming import ground_truth_tf
+
+EPS = 1e-7
+DEFAULT_QS = {2: (30, 20), 3: (40, 30, 20)}
+
+
+def masked_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Σ w·v / Σ w (0 when Σ w = 0)."""
+    weights = tf.cast(weights, values.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+
+
+def bce_with_logits(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Masked mean of −[y log σ(z) + (1 − y) log(1 − σ(z))]."""
+    return masked_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), weights)
+
+
+def bce_on_probabilities(probs: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Masked mean of −[y log p + (1 − y) log(1 − p)], p clipped to [ε, 1 − ε]."""
+    p = tf.clip_by_value(probs, EPS, 1.0 - EPS)
+    return masked_mean(-(targets * tf.math.log(p) + (1.0 - targets) * tf.math.log(1.0 - p)), weights)
+
+
+class CascadeLoss(keras.layers.Layer):
+    """Base class: checks inputs, derives mask and ground truth, records ``terms``.
+
+    Args:
+      stages: number of cascade stages (2 or 3).
+      k: ground-truth size (top-k labels).
+      stage_qs: how many items each stage keeps at inference (default (30, 20) / (40, 30, 20)).
+    """
+
+    def __init__(self, stages: int = 2, k: int = 10, stage_qs: Sequence[int] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if stages not in (2, 3):
+            raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
+        if int(k) <= 0:
+            raise ValueError(f"k must be a positive integer, got k={k!r}")
+        self.stages = stages
+        self.k = int(k)
+        self.stage_qs = tuple(int(q) for q in (stage_qs or DEFAULT_QS[stages]))
+        if len(self.stage_qs) != stages:
+            raise ValueError(f"stage_qs needs {stages} values, got stage_qs={self.stage_qs}")
+        self.terms: dict[str, tf.Tensor] = {}
+        self._autocast = False  # keep float64 inputs float64 (gradient checks)
+
+    def call(self, labels, stage_scores, mask=None):
+        first = tf.convert_to_tensor(stage_scores[0] if not isinstance(stage_scores, tf.Tensor) else stage_scores)
+        dtype = tf.float64 if first.dtype == tf.float64 else tf.float32  # float64 for gradient checks
+        labels = tf.cast(tf.convert_to_tensor(labels), dtype)
+        if labels.shape.rank != 2:
+            raise ValueError(f"labels must be [B, n], got labels.shape={labels.shape}")
+        if isinstance(stage_scores, tf.Tensor) and stage_scores.shape.rank == 3:
+            stage_scores = tf.unstack(stage_scores, axis=1)
+        if len(stage_scores) != self.stages:
+            raise ValueError(
+                f"{type(self).__name__} was built for stages={self.stages} but got {len(stage_scores)} stage scores")
+        scores = []
+        for i, s in enumerate(stage_scores):
+            s = tf.cast(tf.convert_to_tensor(s), dtype)
+            if not s.shape.is_compatible_with(labels.shape):
+                raise ValueError(f"stage_scores[{i}].shape={s.shape} does not match labels.shape={labels.shape}")
+            scores.append(s)
+        valid = labels >= 0
+        if mask is not None:
+            valid = tf.logical_and(valid, tf.cast(mask, tf.bool))
+        weights = tf.cast(valid, dtype)
+        gt = tf.cast(ground_truth_tf(labels, self.k, valid), dtype)
+        terms = self.compute_terms(labels, scores, weights, gt)
+        self.terms = terms
+        return self.combine(terms)
+
+    def compute_terms(self, labels, scores, weights, gt) -> dict[str, tf.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def combine(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
+        return tf.add_n(list(terms.values()))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "stages": self.stages, "k": self.k, "stage_qs": list(self.stage_qs)}

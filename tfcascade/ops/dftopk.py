@@ -1,0 +1,102 @@
+"""DFTopK: differentiable top-k in O(n) (Zhu et al., 2025, arXiv 2510.11472).
+
+    θ(x) = (x_[k] + x_[k+1]) / 2,     f_i = σ((x_i − θ)/τ)
+
+with x_[j] the j-th largest score, found by selection (``select.kth_largest_pair``), never a
+sort. The gradient is the closed form
+
+    ∂f_i/∂x_j = f_i(1 − f_i)/τ · (δ_ij − ½·[j ∈ {[k], [k+1]}])
+
+(for the logits z = (x − θ)/τ: ∂z_i/∂x_j = (δ_ij − ½·[j ∈ {[k], [k+1]}])/τ): θ's gradient
+reaches only the two boundary elements. With ties, [k] is the lowest index holding x_[k] and
+[k+1] the lowest other index holding x_[k+1]. Σ f is not constrained to k.
+
+Edge cases: ±inf scores are clamped to just beyond the row's finite range (``_common``) so
+outputs and gradients stay finite; when k equals the number of valid items, x_[k+1] is taken
+as x_[k] − 1. Masked items get membership 0 (logits: the dtype's lowest value) and no
+gradient, and never count towards k.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfcascade.ops._common import clamp_infinite, valid_mask
+from tfcascade.ops._validate import check_k, check_mask, check_positive, check_scores
+from tfcascade.ops.select import kth_largest_pair
+
+
+def _first_index(hit: tf.Tensor) -> tf.Tensor:
+    """One-hot (as float) of the first True of each row (all zeros if none)."""
+    n = tf.shape(hit)[-1]
+    idx = tf.argmax(tf.cast(hit, tf.int32), axis=-1, output_type=tf.int32)
+    any_hit = tf.reduce_any(hit, axis=-1, keepdims=True)
+    return tf.cast(tf.logical_and(tf.one_hot(idx, n, on_value=True, off_value=False), any_hit), tf.float32)
+
+
+def _threshold(x: tf.Tensor, k, valid: tf.Tensor):
+    """θ and the one-hot boundary indicator B (B_j = 1 for j ∈ {[k], [k+1]}), both no-grad."""
+    kth, nxt = kth_largest_pair(x, k, valid)
+    nxt = tf.where(tf.math.is_inf(nxt), kth - 1.0, nxt)  # k = #valid: no (k+1)-th item
+    first = _first_index(tf.logical_and(valid, x == kth))
+    second = _first_index(tf.logical_and(tf.logical_and(valid, x == nxt), first == 0))
+    return (kth + nxt) / 2.0, tf.cast(first + second, x.dtype)
+
+
+def _prepare(scores, k, temperature, mask):
+    x, out_dtype = check_scores(scores)
+    temperature = check_positive(temperature, "temperature")
+    mask = check_mask(mask, x)
+    k_t = check_k(k, x, mask)
+    valid = valid_mask(x, mask)
+    x = clamp_infinite(x, valid)
+    return x, (k if isinstance(k, int) else k_t), tf.cast(temperature, x.dtype), valid, out_dtype
+
+
+def _dftopk(x, k, tau, valid, logits: bool):
+    vf = tf.cast(valid, x.dtype)
+
+    @tf.custom_gradient
+    def forward(x):
+        theta, boundary = _threshold(x, k, valid)
+        z = (x - theta) / tau
+        out = z if logits else tf.sigmoid(z)
+
+        def grad(upstream):
+            dz = upstream * vf
+            if not logits:
+                dz = dz * out * (1.0 - out)
+            dz = dz / tau
+            return dz - 0.5 * tf.reduce_sum(dz, axis=-1, keepdims=True) * boundary
+
+        return out, grad
+
+    return forward(x)
+
+
+def dftopk(scores, k, temperature: float = 1.0, mask=None) -> tf.Tensor:
+    """Soft top-k membership σ((x − θ)/τ) in (0, 1).
+
+    Args:
+      scores: float ``[..., n]`` (float16/bfloat16/float32/float64; computed in ≥ float32).
+      k: Python int or int tensor of the batch shape, 1 ≤ k ≤ #valid items.
+      temperature: τ > 0; τ → 0 gives the hard top-k mask.
+      mask: optional ``[..., n]`` validity (False = padding).
+
+    Returns:
+      ``[..., n]`` memberships in the dtype of ``scores`` (0 for masked items).
+    """
+    x, k, tau, valid, out_dtype = _prepare(scores, k, temperature, mask)
+    f = _dftopk(x, k, tau, valid, logits=False)
+    return tf.cast(tf.where(valid, f, tf.zeros_like(f)), out_dtype)
+
+
+def dftopk_logits(scores, k, temperature: float = 1.0, mask=None) -> tf.Tensor:
+    """The logits (x − θ)/τ of :func:`dftopk` (for BCE-with-logits against hard top-k labels).
+
+    Masked items get the lowest finite value of the output dtype.
+    """
+    x, k, tau, valid, out_dtype = _prepare(scores, k, temperature, mask)
+    z = _dftopk(x, k, tau, valid, logits=True)
+    lowest = tf.cast(tf.constant(out_dtype.min, tf.float64), z.dtype)
+    return tf.cast(tf.where(valid, z, tf.fill(tf.shape(z), lowest)), out_dtype)

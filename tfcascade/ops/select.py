@@ -1,0 +1,127 @@
+"""O(n) selection of order statistics without sorting.
+
+``kth_largest_pair`` returns x_[k] and x_[k+1] (the k-th and (k+1)-th largest values of each
+row, ties counted with multiplicity, masked items never counted) by **counting passes**, not a
+sort: float32 (float64) values are mapped to order-preserving int32 (int64) keys
+
+    key(x) = bits(x)            if bits(x) ≥ 0   (x ≥ +0)
+             bits(x) ^ 0x7FF…F  otherwise         (x < 0: flip the magnitude bits)
+
+and a per-row bracket [lo, hi] ∋ key(x_[k]) is bisected with one fused compare-and-count
+``c(t) = #{i : key_i ≥ t}`` per pass. A row stops as soon as a pass finds c(t) = k exactly
+(then x_[k] = min{x : key ≥ t} and x_[k+1] = max{x : key < t}, two masked reductions) or the
+bracket closes (ties across the boundary: x_[k] = x_[k+1]). Each pass is O(n); at most 32 (64)
+passes, typically ~log2(n) + a few for continuous scores. For a small static k,
+``tf.math.top_k(x, k + 1)`` followed by reductions only is used instead (cheaper there;
+REFERENCES.md §8: never slice columns out of top_k values under XLA).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Below this k the top_k(k + 1) path is used (measured in bench/topk.py).
+TOPK_PATH_MAX_K = 64
+
+
+def order_keys(x: tf.Tensor) -> tf.Tensor:
+    """float32 → int32 (float64 → int64) keys with key(a) < key(b) ⇔ a < b (−0 just below +0)."""
+    int_dtype = tf.int64 if x.dtype == tf.float64 else tf.int32
+    bits = tf.bitcast(x, int_dtype)
+    magnitude = tf.constant(int_dtype.max, int_dtype)
+    return tf.where(bits >= 0, bits, tf.bitwise.bitwise_xor(bits, magnitude))
+
+
+def _second_smallest(values: tf.Tensor) -> tf.Tensor:
+    """Second smallest of each row with multiplicity, by reductions only."""
+    smallest = tf.reduce_min(values, axis=-1, keepdims=True)
+    ties = tf.reduce_sum(tf.cast(values == smallest, tf.int32), axis=-1, keepdims=True)
+    above = tf.reduce_min(tf.where(values > smallest, values, tf.fill(tf.shape(values), values.dtype.max)),
+                          axis=-1, keepdims=True)
+    return tf.where(ties >= 2, smallest, above)
+
+
+def _pair_by_topk(x: tf.Tensor, k: int, valid: tf.Tensor):
+    low = tf.fill(tf.shape(x), tf.constant(-float("inf"), x.dtype))
+    values = tf.math.top_k(tf.where(valid, x, low), k=k + 1, sorted=False).values
+    return _second_smallest(values), tf.reduce_min(values, axis=-1, keepdims=True)
+
+
+def _pair_by_counting(x: tf.Tensor, k: tf.Tensor, valid: tf.Tensor):
+    keys = order_keys(x)
+    key_dtype = keys.dtype
+    keys = tf.where(valid, keys, tf.fill(tf.shape(keys), tf.constant(key_dtype.min, key_dtype)))
+    k = tf.cast(tf.broadcast_to(tf.reshape(k, tf.concat([tf.shape(k), tf.ones([tf.rank(x) - tf.rank(k)], tf.int32)], 0)),
+                                tf.concat([tf.shape(x)[:-1], [1]], 0)), tf.int32)
+    big = tf.fill(tf.shape(keys), tf.constant(key_dtype.max, key_dtype))
+    small = tf.fill(tf.shape(keys), tf.constant(key_dtype.min, key_dtype))
+    # Bracket from the row's valid extremes: lo ≤ key(x_[k]) ≤ hi (held in int64).
+    lo = tf.cast(tf.reduce_min(tf.where(valid, keys, big), axis=-1, keepdims=True), tf.int64)
+    hi = tf.cast(tf.reduce_max(tf.where(valid, keys, small), axis=-1, keepdims=True), tf.int64)
+    found = tf.zeros_like(lo, tf.bool)
+    split = hi  # a t with count(key >= t) == k, once found
+
+    def cond(lo, hi, found, split):
+        return tf.reduce_any(tf.logical_and(tf.logical_not(found), lo < hi))
+
+    def body(lo, hi, found, split):
+        # ceil((lo + hi) / 2) without int64 overflow.
+        one = tf.ones_like(lo)
+        mid = (tf.bitwise.right_shift(lo, one) + tf.bitwise.right_shift(hi, one)
+               + (tf.bitwise.bitwise_and(lo, one) + tf.bitwise.bitwise_and(hi, one) + 1) // 2)
+        count = tf.reduce_sum(tf.cast(keys >= tf.cast(mid, key_dtype), tf.int32), axis=-1, keepdims=True)
+        active = tf.logical_and(tf.logical_not(found), lo < hi)
+        exact = tf.logical_and(active, count == k)
+        new_lo = tf.where(tf.logical_and(active, count >= k), mid, lo)
+        new_hi = tf.where(tf.logical_and(active, count < k), mid - 1, hi)
+        return new_lo, new_hi, tf.logical_or(found, exact), tf.where(exact, mid, split)
+
+    lo, hi, found, split = tf.while_loop(cond, body, (lo, hi, found, split),
+                                         maximum_iterations=65, parallel_iterations=1)
+    # Closed bracket: lo = key(x_[k]); count how many share it to decide x_[k+1].
+    t = tf.cast(tf.where(found, split, lo), key_dtype)
+    inf = tf.constant(float("inf"), x.dtype)
+    at_or_above = tf.logical_and(valid, keys >= t)
+    kth = tf.reduce_min(tf.where(at_or_above, x, inf), axis=-1, keepdims=True)
+    below = tf.logical_and(valid, keys < t)
+    nxt = tf.reduce_max(tf.where(below, x, -inf), axis=-1, keepdims=True)
+    count_ge = tf.reduce_sum(tf.cast(at_or_above, tf.int32), axis=-1, keepdims=True)
+    nxt = tf.where(tf.logical_and(tf.logical_not(found), count_ge >= k + 1), kth, nxt)
+    return kth, nxt
+
+
+def kth_largest_pair(x: tf.Tensor, k, valid: tf.Tensor, method: str = "auto"):
+    """(x_[k], x_[k+1]) per row, each ``[..., 1]``; x_[k+1] = −inf when k = #valid.
+
+    Args:
+      x: float32/float64 ``[..., n]`` without NaN (checked by the callers).
+      k: Python int or int32 tensor broadcastable to the batch shape; 1 ≤ k ≤ #valid.
+      valid: bool ``[..., n]``.
+      method: ``auto`` (top_k for static k ≤ TOPK_PATH_MAX_K, counting otherwise), ``topk``
+        (static k only) or ``count``.
+    """
+    if method not in ("auto", "topk", "count"):
+        raise ValueError(f"method must be auto, topk or count, got method={method!r}")
+    static_k = isinstance(k, int)
+    n = x.shape[-1]
+    use_topk = static_k and (method == "topk" or (method == "auto" and k <= TOPK_PATH_MAX_K)) and (
+        n is not None and k < n)
+    if method == "topk" and not use_topk:
+        raise ValueError(f"method='topk' needs a static k < n, got k={k!r}, n={n}")
+    if use_topk:
+        return _pair_by_topk(x, k, valid)
+    return _pair_by_counting(x, tf.convert_to_tensor(k, tf.int32), valid)
+
+
+def kth_largest(scores, k, mask=None) -> tf.Tensor:
+    """x_[k] of each row (``[...]``), counting masked-out items never."""
+    from tfcascade.ops._validate import check_k, check_mask, check_scores
+
+    x, out_dtype = check_scores(scores)
+    mask = check_mask(mask, x)
+    k_t = k if isinstance(k, int) else check_k(k, x, mask)
+    if isinstance(k, int):
+        check_k(k, x, mask)
+    valid = tf.ones_like(x, tf.bool) if mask is None else mask
+    kth, _ = kth_largest_pair(x, k_t, valid)
+    return tf.cast(tf.squeeze(kth, -1), out_dtype)
