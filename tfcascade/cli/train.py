@@ -1,0 +1,39 @@
+"""``tfcascade train``: train one cascade on preprocessed data."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_train_options(p) -> None:
+    p.add_argument("--data", required=True, help="preprocessing output folder")
+    p.add_argument("--stages", type=int, default=2, choices=(2, 3))
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--temperature", type=float, default=None, help="operator temperature of the loss")
+    p.add_argument("--embedding-dim", type=int, default=8)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("train", help="train a cascade (progress bar, TensorBoard, checkpoints, resume)")
+    add_train_options(p)
+    p.add_argument("--loss", default="lcron", help="bce icc rankflow fs_ranknet fs_lambdaloss arf arf_v2 lcron dftopk lapsum")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-dir", required=True)
+    return p
+
+
+def train_kwargs(args) -> dict:
+    return {"stages": args.stages, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "temperature": args.temperature, "embedding_dim": args.embedding_dim,
+            "steps_per_epoch": args.steps_per_epoch}
+
+
+def run(args) -> int:
+    from tfcascade.training import train
+
+    metrics = train(args.data, args.model_dir, loss=args.loss, seed=args.seed, **train_kwargs(args))
+    print(json.dumps(metrics, indent=2))
+    return 0

@@ -1,0 +1,121 @@
+"""Train, save, load and evaluate a CascadeModel on preprocessed data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+
+from tfcascade._keras import keras
+from tfcascade.data.tfdata import load_metadata, make_dataset
+from tfcascade.models.cascade import CascadeModel, build_cascade
+from tfcascade.training.callbacks import StepTimer
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_PREFIX = os.path.join("checkpoints", "final")
+
+
+def _loss_options(loss: str, temperature: float | None, loss_options: Mapping | None) -> dict:
+    options = dict(loss_options or {})
+    if temperature is not None:
+        options["temperature"] = float(temperature)
+    return options
+
+
+def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, epochs: int = 1,
+          batch_size: int = 1024, lr: float = 1e-2, temperature: float | None = None, seed: int = 0,
+          strategy: tf.distribute.Strategy | None = None, loss_options: Mapping | None = None,
+          train_files: Sequence[str] | None = None, eval_files: Sequence[str] | None = None,
+          steps_per_epoch: int | None = None, embedding_dim: int = 8, eval_batch_size: int = 256,
+          verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """Trains a cascade (Adam, one pass by default — REFERENCES.md §4) and evaluates it.
+
+    Writes ``model_dir/config.json``, ``checkpoints/``, TensorBoard logs in ``logs/`` and
+    ``metrics.json``. An interrupted run resumes from its last backup (``backup/``, saved
+    every 50 steps and at each epoch end) when called again with the same ``model_dir``.
+
+    Args:
+      data_dir: the preprocessing output (``metadata.json``, ``train/``, ``eval/``).
+      model_dir: where everything is written.
+      loss: a ``tfcascade.losses`` name; ``temperature`` and ``loss_options`` its options.
+      stages: 2 or 3; must match how the data was preprocessed.
+      epochs, batch_size, lr, seed: the usual; ``steps_per_epoch`` caps each epoch.
+      strategy: a ``tf.distribute`` strategy (default: the current one).
+      train_files, eval_files: explicit TFRecord files (the TFX Trainer passes them).
+
+    Returns:
+      The evaluation metrics plus ``train_step_ms`` and ``train_seconds``.
+    """
+    meta = load_metadata(data_dir)
+    if int(meta.get("stages", stages)) != stages:
+        raise ValueError(f"data_dir={data_dir!r} was preprocessed for stages={meta['stages']}, "
+                         f"got stages={stages}")
+    if epochs <= 0:
+        raise ValueError(f"epochs must be > 0, got epochs={epochs}")
+    keras.utils.set_random_seed(seed)
+    tf.io.gfile.makedirs(model_dir)
+    strategy = strategy or tf.distribute.get_strategy()
+    options = _loss_options(loss, temperature, loss_options)
+    with strategy.scope():
+        model = build_cascade(meta, stages=stages, loss=loss, embedding_dim=embedding_dim,
+                              loss_options=options, seed=seed)
+        model.compile(optimizer=keras.optimizers.Adam(lr))
+    model.save_config(os.path.join(model_dir, CONFIG_FILE))
+    train_ds = make_dataset(list(train_files) if train_files else data_dir, "train", batch_size,
+                            shuffle=True, num_epochs=1, seed=seed)
+    timer = StepTimer()
+    cbs = [keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq=10),
+           keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), save_freq=50,
+                                            delete_checkpoint=True),
+           timer, *callbacks]
+    start = time.perf_counter()
+    if steps_per_epoch:
+        train_ds = train_ds.repeat()
+    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=cbs, verbose=verbose)
+    seconds = time.perf_counter() - start
+    tf.train.Checkpoint(model=model).write(os.path.join(model_dir, CHECKPOINT_PREFIX))
+    metrics = evaluate_model(model, list(eval_files) if eval_files else data_dir, eval_batch_size)
+    metrics.update(train_step_ms=timer.median_ms, train_seconds=round(seconds, 3), loss=loss,
+                   stages=stages, seed=seed, epochs=epochs, steps=len(timer.times_ms))
+    with tf.io.gfile.GFile(os.path.join(model_dir, METRICS_FILE), "w") as fh:
+        fh.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    log.info("trained %s (%d stages): %s", loss, stages, metrics)
+    return metrics
+
+
+def load_model(model_dir: str) -> CascadeModel:
+    """Rebuilds a trained cascade from ``config.json`` and its final checkpoint."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"no {CONFIG_FILE} in model_dir={model_dir!r}: not a trained cascade")
+    with tf.io.gfile.GFile(path) as fh:
+        config = json.load(fh)
+    model = build_cascade(config["vocab_sizes"], stages=config["stages"], loss=config["loss"],
+                          embedding_dim=config["embedding_dim"], loss_options=config["loss_options"],
+                          qs=config["qs"], k=config["k"], stage_models=config["stage_models"])
+    status = tf.train.Checkpoint(model=model).read(os.path.join(model_dir, CHECKPOINT_PREFIX))
+    status.expect_partial()
+    return model
+
+
+def evaluate_model(model: CascadeModel, source, batch_size: int = 256) -> dict:
+    """Joint Recall@K@q_T and per-stage Recall/NDCG on the eval split (with sampled negatives)."""
+    ds = make_dataset(source, "eval", batch_size, shuffle=False)
+    for metric in model.metrics:
+        metric.reset_state()
+    for features in ds:
+        model.compute_loss(features, training=False)
+    out = {m.name: float(m.result()) for m in [model.joint_recall, *model.stage_metrics]}
+    out["requests"] = int(model.joint_recall.count.numpy())
+    return out
+
+
+def evaluate(model_dir: str, data_dir: str, batch_size: int = 256) -> dict:
+    """Loads ``model_dir`` and evaluates it on ``data_dir``'s eval split."""
+    return evaluate_model(load_model(model_dir), data_dir, batch_size)
