@@ -26,3 +26,25 @@ def real_data_dir() -> Path:
             "topkgat/ (the shared data of the project) to run this test"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The `tiny` preset simulated and preprocessed with Beam (two stages), once per session."""
+    from pipelines.preprocess import run_preprocess
+    from tfcascade.data import simulate
+
+    root = tmp_path_factory.mktemp("tiny")
+    simulate(root / "recflow", "tiny", seed=0)
+    run_preprocess(str(root / "recflow"), str(root / "data"), stages=2, eval_days=1)
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
+    """A two-stage DFTopK cascade trained for two epochs on ``tiny_data``."""
+    from tfcascade.training import train
+
+    model_dir = tmp_path_factory.mktemp("model")
+    train(str(tiny_data), str(model_dir), loss="dftopk", epochs=2, batch_size=64, verbose=0)
+    return model_dir

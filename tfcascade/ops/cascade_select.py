@@ -23,9 +23,9 @@ def cascade_select(stage_scores: Sequence, qs: Sequence[int], mask=None):
       mask: optional ``[B, n]`` validity (bool or 0/1).
 
     Returns:
-      (``kept [B, n]`` bool of the final stage's survivors, ``indices [B, q_T]`` of the final
-      top-q_T in the last stage's order (best first; −1 where a row had fewer survivors),
-      ``scores [B, q_T]`` the last stage's scores of those, −inf where missing).
+      (``kept [B, n]`` bool of the final stage's survivors, ``indices [B, min(q_T, n)]`` of the
+      final top-q_T in the last stage's order (best first; −1 where a row had fewer survivors),
+      ``scores`` the last stage's scores of those, −inf where missing).
     """
     if len(stage_scores) != len(qs) or not qs:
         raise ValueError(f"need one q per stage: got {len(stage_scores)} stage scores and qs={list(qs)}")
@@ -33,13 +33,12 @@ def cascade_select(stage_scores: Sequence, qs: Sequence[int], mask=None):
         raise ValueError(f"qs must be positive and non-increasing, got qs={list(qs)}")
     first = tf.convert_to_tensor(stage_scores[0])
     n = first.shape[-1]
-    if n is not None and qs[-1] > n:
-        raise ValueError(f"qs[-1]={qs[-1]} exceeds the list length n={n}")
     kept = tf.ones_like(first, tf.bool) if mask is None else tf.cast(mask, tf.bool)
     neg_inf = tf.constant(-float("inf"), tf.float32)
     for scores, q in zip(stage_scores, qs):
         s = tf.where(kept, tf.cast(scores, tf.float32), neg_inf)
-        q = min(int(q), n) if n is not None else int(q)
+        # Fewer candidates than q (possible when n is only known at run time): keep them all.
+        q = min(int(q), n) if n is not None else tf.minimum(int(q), tf.shape(s)[-1])
         values, idx = tf.math.top_k(s, k=q)
         hit = tf.reduce_sum(tf.one_hot(idx, tf.shape(s)[-1], dtype=tf.int32)
                             * tf.cast(values > neg_inf, tf.int32)[..., None], axis=-2) > 0

@@ -1,0 +1,1 @@
+"""SavedModel export with serving signatures, TF Serving configuration and a client."""
