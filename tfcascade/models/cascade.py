@@ -60,8 +60,9 @@ class CascadeModel(tfrs.models.Model):
         self.joint_recall = JointRecall(self.k, self.qs, name="joint_recall")
         self.stage_metrics = []
         for name, q in zip(self.stage_names, self.qs):
-            self.stage_metrics.append(StageRecall(self.k, q, name=f"{name}_recall"))
-            self.stage_metrics.append(NDCG(self.k, name=f"{name}_ndcg"))
+            for metric in (StageRecall(self.k, q, name=f"{name}_recall"), NDCG(self.k, name=f"{name}_ndcg")):
+                setattr(self, f"{metric.name}_metric", metric)  # attributes are what Keras tracks
+                self.stage_metrics.append(metric)
 
     def stage_scores(self, features: Mapping[str, tf.Tensor], training: bool = False) -> list[tf.Tensor]:
         """Each stage's scores ``[B, n]`` on the whole list, earliest stage first."""

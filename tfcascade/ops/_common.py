@@ -27,3 +27,11 @@ def clamp_infinite(x: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
     x = tf.where(tf.math.is_inf(x) & (x > 0), hi + 1 + tf.abs(hi), x)
     x = tf.where(tf.math.is_inf(x) & (x < 0), lo - 1 - tf.abs(lo), x)
     return tf.where(valid, x, tf.zeros_like(x))
+
+
+def as_dtype(value, dtype: tf.DType) -> tf.Tensor:
+    """A Python number or tensor in ``dtype`` (``tf.cast`` of a Python float would round
+    through float32 first)."""
+    if isinstance(value, (int, float)):
+        return tf.constant(value, dtype)
+    return tf.cast(value, dtype)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfcascade.ops._common import clamp_infinite, valid_mask
+from tfcascade.ops._common import as_dtype, clamp_infinite, valid_mask
 from tfcascade.ops._validate import check_k, check_mask, check_positive, check_scores
 from tfcascade.ops.select import kth_largest_pair
 
@@ -50,7 +50,7 @@ def _prepare(scores, k, temperature, mask):
     k_t = check_k(k, x, mask)
     valid = valid_mask(x, mask)
     x = clamp_infinite(x, valid)
-    return x, (k if isinstance(k, int) else k_t), tf.cast(temperature, x.dtype), valid, out_dtype
+    return x, (k if isinstance(k, int) else k_t), as_dtype(temperature, x.dtype), valid, out_dtype
 
 
 def _dftopk(x, k, tau, valid, logits: bool):

@@ -26,7 +26,7 @@ import numbers
 
 import tensorflow as tf
 
-from tfcascade.ops._common import clamp_infinite, valid_mask
+from tfcascade.ops._common import as_dtype, clamp_infinite, valid_mask
 from tfcascade.ops._validate import _assert, check_k, check_mask, check_positive, check_scores
 
 
@@ -105,7 +105,7 @@ def lapsum_topk(scores, k, alpha: float = 1.0, mask=None) -> tf.Tensor:
     k_t = tf.broadcast_to(k_t, tf.shape(x)[:-1])
     valid = valid_mask(x, mask)
     x = clamp_infinite(x, valid)
-    alpha_t = tf.cast(alpha, x.dtype)
+    alpha_t = as_dtype(alpha, x.dtype)
     p = _lapsum(x, k_t, alpha_t, valid)
     return tf.cast(p, out_dtype)
 

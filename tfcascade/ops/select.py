@@ -36,7 +36,7 @@ def _second_smallest(values: tf.Tensor) -> tf.Tensor:
     """Second smallest of each row with multiplicity, by reductions only."""
     smallest = tf.reduce_min(values, axis=-1, keepdims=True)
     ties = tf.reduce_sum(tf.cast(values == smallest, tf.int32), axis=-1, keepdims=True)
-    above = tf.reduce_min(tf.where(values > smallest, values, tf.fill(tf.shape(values), values.dtype.max)),
+    above = tf.reduce_min(tf.where(values > smallest, values, tf.fill(tf.shape(values), tf.constant(float("inf"), values.dtype))),
                           axis=-1, keepdims=True)
     return tf.where(ties >= 2, smallest, above)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfcascade.ops._common import clamp_infinite, valid_mask
+from tfcascade.ops._common import as_dtype, clamp_infinite, valid_mask
 from tfcascade.ops._validate import check_mask, check_positive, check_scores
 
 
@@ -31,7 +31,7 @@ def _prepare(scores, tau, mask):
     mask = check_mask(mask, x)
     valid = valid_mask(x, mask)
     x = clamp_infinite(x, valid)
-    return x, tf.cast(tau, x.dtype), valid, out_dtype
+    return x, as_dtype(tau, x.dtype), valid, out_dtype
 
 
 def _finish(logits: tf.Tensor, valid: tf.Tensor, out_dtype: tf.DType) -> tf.Tensor:

@@ -23,6 +23,7 @@ import numbers
 
 import tensorflow as tf
 
+from tfcascade.ops._common import as_dtype
 from tfcascade.ops._validate import check_positive, check_scores
 
 
@@ -74,7 +75,7 @@ def tournament_topk(embeddings, scores, k: int, boost: float = 20.0):
       (``[..., k, d]`` mixed embeddings, ``[..., k]`` mixed scores), best first.
     """
     e, v, out_dtype, k, n = _check(embeddings, scores, k)
-    boost = tf.cast(check_positive(boost, "boost"), v.dtype)
+    boost = as_dtype(check_positive(boost, "boost"), v.dtype)
     finite = tf.math.is_finite(v)
     floor = tf.reduce_min(tf.where(finite, v, tf.zeros_like(v)), axis=-1, keepdims=True)
     span = tf.reduce_max(tf.where(finite, v, tf.zeros_like(v)), axis=-1, keepdims=True) - floor
@@ -113,7 +114,7 @@ def iterative_softmax_topk(embeddings, scores, k: int, boost: float = 20.0):
     then the arg-max row is removed. O(k·n).
     """
     e, v, out_dtype, k, _ = _check(embeddings, scores, k)
-    boost = tf.cast(check_positive(boost, "boost"), v.dtype)
+    boost = as_dtype(check_positive(boost, "boost"), v.dtype)
     removed = tf.zeros_like(v, dtype=tf.bool)
     outs_e, outs_v = [], []
     for _ in range(k):

@@ -33,12 +33,14 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
           strategy: tf.distribute.Strategy | None = None, loss_options: Mapping | None = None,
           train_files: Sequence[str] | None = None, eval_files: Sequence[str] | None = None,
           steps_per_epoch: int | None = None, embedding_dim: int = 8, eval_batch_size: int = 256,
-          verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+          verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = (),
+          backup_every: int | str = "epoch") -> dict:
     """Trains a cascade (Adam, one pass by default — REFERENCES.md §4) and evaluates it.
 
     Writes ``model_dir/config.json``, ``checkpoints/``, TensorBoard logs in ``logs/`` and
-    ``metrics.json``. An interrupted run resumes from its last backup (``backup/``, saved
-    every 50 steps and at each epoch end) when called again with the same ``model_dir``.
+    ``metrics.json``. An interrupted run resumes from its last backup (``backup/``, written at
+    every epoch end, or every ``backup_every`` steps) when called again with the same
+    ``model_dir`` (Keras ``BackupAndRestore``; default and Mirrored strategies).
 
     Args:
       data_dir: the preprocessing output (``metadata.json``, ``train/``, ``eval/``).
@@ -70,10 +72,10 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
     train_ds = make_dataset(list(train_files) if train_files else data_dir, "train", batch_size,
                             shuffle=True, num_epochs=1, seed=seed)
     timer = StepTimer()
-    cbs = [keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq=10),
-           keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), save_freq=50,
-                                            delete_checkpoint=True),
-           timer, *callbacks]
+    cbs = [keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq=10), timer, *callbacks]
+    if not isinstance(strategy, tf.distribute.OneDeviceStrategy):  # BackupAndRestore refuses it
+        cbs.insert(1, keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), save_freq=backup_every,
+                                                       delete_checkpoint=True))
     start = time.perf_counter()
     if steps_per_epoch:
         train_ds = train_ds.repeat()
@@ -107,11 +109,11 @@ def load_model(model_dir: str) -> CascadeModel:
 def evaluate_model(model: CascadeModel, source, batch_size: int = 256) -> dict:
     """Joint Recall@K@q_T and per-stage Recall/NDCG on the eval split (with sampled negatives)."""
     ds = make_dataset(source, "eval", batch_size, shuffle=False)
-    for metric in model.metrics:
-        metric.reset_state()
-    for features in ds:
-        model.compute_loss(features, training=False)
-    out = {m.name: float(m.result()) for m in [model.joint_recall, *model.stage_metrics]}
+    if not getattr(model, "_is_compiled", False):
+        model.compile()
+    # Keras' evaluate runs the metric updates inside the replica context of any strategy.
+    results = model.evaluate(ds, return_dict=True, verbose=0)
+    out = {m.name: float(results[m.name]) for m in [model.joint_recall, *model.stage_metrics]}
     out["requests"] = int(model.joint_recall.count.numpy())
     return out
 

@@ -1,0 +1,86 @@
+"""Training: metrics files, resume after interruption, strategies, every loss learns (tiny)."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcascade._keras import keras
+from tfcascade.data import load_metadata
+from tfcascade.losses import names
+from tfcascade.models import build_cascade
+from tfcascade.training import compare, evaluate, evaluate_model, train
+
+
+def test_train_writes_metrics_config_logs_and_evaluates_identically(tiny_model_dir, tiny_data):
+    metrics = json.loads((tiny_model_dir / "metrics.json").read_text())
+    for key in ("joint_recall", "ranking_recall", "ranking_ndcg", "retrieval_recall", "retrieval_ndcg",
+                "train_step_ms"):
+        assert key in metrics
+    assert metrics["requests"] == 100  # the tiny preset's eval day
+    assert (tiny_model_dir / "config.json").exists() and list((tiny_model_dir / "logs").rglob("*tfevents*"))
+    again = evaluate(str(tiny_model_dir), str(tiny_data))
+    assert again["joint_recall"] == pytest.approx(metrics["joint_recall"])
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.seen = at, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at:
+            raise RuntimeError("simulated preemption")
+
+
+def test_resume_after_interruption(tiny_data, tmp_path):
+    kwargs = dict(loss="bce", epochs=3, batch_size=32, verbose=0)  # 7 steps/epoch, 21 in all
+    with pytest.raises(RuntimeError, match="preemption"):
+        train(str(tiny_data), str(tmp_path), callbacks=[_Crash(10)], **kwargs)
+    assert (tmp_path / "backup").exists()
+    counter = _Crash(10**9)
+    metrics = train(str(tiny_data), str(tmp_path), callbacks=[counter], **kwargs)
+    # Backups are written at each epoch end: the first epoch (7 steps) is not redone.
+    assert counter.seen == 14 and metrics["steps"] == 14
+
+
+@pytest.mark.parametrize("strategy", [tf.distribute.OneDeviceStrategy("/cpu:0"),
+                                      tf.distribute.MirroredStrategy(["/cpu:0"])])
+def test_distribution_strategy(tiny_data, tmp_path, strategy):
+    metrics = train(str(tiny_data), str(tmp_path), loss="bce", batch_size=64, strategy=strategy, verbose=0)
+    assert 0 <= metrics["joint_recall"] <= 1 and metrics["steps"] == 4
+
+
+def test_stage_mismatch_and_bad_loss(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="preprocessed for stages=2"):
+        train(str(tiny_data), str(tmp_path), stages=3)
+    with pytest.raises(ValueError, match="unknown loss name"):
+        train(str(tiny_data), str(tmp_path), loss="bpr")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", names())
+def test_every_loss_improves_joint_recall_over_its_untrained_self(tiny_data, loss):
+    meta = load_metadata(str(tiny_data))
+    model = build_cascade(meta, stages=2, loss=loss, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = evaluate_model(model, str(tiny_data))["joint_recall"]
+    from tfcascade.data import make_dataset
+
+    model.fit(make_dataset(str(tiny_data), "train", batch_size=32, seed=0), epochs=3, verbose=0)
+    after = evaluate_model(model, str(tiny_data))["joint_recall"]
+    assert after > before + 0.03, (loss, before, after)
+
+
+def test_compare_writes_table_json_and_plot(tiny_data, tmp_path):
+    table = compare(str(tiny_data), str(tmp_path), losses=["bce", "dftopk"], seeds=2, batch_size=64,
+                    steps_per_epoch=2, verbose=0)
+    data = json.loads((tmp_path / "compare.json").read_text())
+    assert set(data) == {"bce", "dftopk"}
+    runs = data["dftopk"]["joint_recall"]["runs"]
+    assert len(runs) == 2 and data["dftopk"]["joint_recall"]["mean"] == pytest.approx(np.mean(runs))
+    assert data["dftopk"]["joint_recall"]["std"] == pytest.approx(np.std(runs, ddof=1))
+    assert table == data
+    assert "| dftopk |" in (tmp_path / "compare.md").read_text() and (tmp_path / "compare.png").stat().st_size > 0
