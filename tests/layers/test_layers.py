@@ -94,3 +94,57 @@ def test_usable_inside_a_tfrs_model():
     labels = tf.cast(tf.random.stateless_uniform([8, 6], seed=[7, 8]) < 0.3, tf.float32)
     history = model.fit(tf.data.Dataset.from_tensors((feats, labels)), epochs=5, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def _masked_model(layer):
+    scores = keras.Input([12])
+    mask = keras.Input([12], dtype=tf.bool)
+    out = layer(keras.layers.Dense(12)(scores), mask=mask)
+    return keras.Model([scores, mask], out)
+
+
+def _tournament_model(layer):
+    emb = keras.Input([12, 3])
+    scores = keras.Input([12])
+    out_e, out_v = layer(emb, keras.layers.Dense(12)(scores))
+    return keras.Model([emb, scores], [out_e, out_v])
+
+
+E = tf.random.stateless_normal([4, 12, 3], seed=[9, 9])
+ROUND_TRIP = [
+    (lambda: _masked_model(DFTopK(3, temperature=0.5)), (X, MASK)),
+    (lambda: _masked_model(DFTopK(4, temperature=2.0, return_logits=True, jit_compile=True)), (X, MASK)),
+    (lambda: _masked_model(LapSumTopK(3, alpha=0.2)), (X, MASK)),
+    (lambda: _masked_model(LapSumTopK(5, alpha=0.7, jit_compile=True)), (X, MASK)),
+    (lambda: _masked_model(NeuralSortPermutation(tau=0.3)), (X, MASK)),
+    (lambda: _masked_model(SoftSortPermutation(tau=0.3, jit_compile=True)), (X, MASK)),
+    (lambda: _tournament_model(TournamentTopK(4, boost=5.0)), (E, X)),
+    (lambda: _tournament_model(TournamentTopK(3, boost=5.0, jit_compile=True)), (E, X)),
+]
+
+
+def _outputs(model, inputs):
+    out = model(list(inputs))
+    return [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+@pytest.mark.parametrize("build,inputs", ROUND_TRIP)
+def test_every_layer_survives_keras_and_saved_model_round_trips(build, inputs, tmp_path):
+    model = build()
+    want = _outputs(model, inputs)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    for got, w in zip(_outputs(keras.models.load_model(path), inputs), want):
+        np.testing.assert_array_equal(got, w)
+    tf.saved_model.save(model, str(tmp_path / "sm"))
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    for got, w in zip(_outputs(loaded, inputs), want):
+        np.testing.assert_allclose(got, w, atol=1e-7)
+
+
+def test_call_time_k_for_lapsum_and_graph_parity():
+    layer = LapSumTopK(2, alpha=0.5)
+    np.testing.assert_allclose(layer(X, k=6).numpy().sum(-1), 6.0, atol=1e-5)
+    graph = tf.function(lambda a: layer(a, mask=MASK, k=tf.constant([1, 2, 3, 4])))(X)
+    np.testing.assert_allclose(graph.numpy(), lapsum_topk(X, tf.constant([1, 2, 3, 4]), 0.5, mask=MASK).numpy(),
+                               atol=1e-6)

@@ -1,11 +1,12 @@
 """ARF and ARF-v2 (NeuralSort-based recall-focused cascade losses, baselines of LCRON).
 
-Per stage t with P̂ = NeuralSort(s_t, τ = 200) and m = q_t:
+Per stage t (2 or 3 stages) with P̂ = NeuralSort(s_t, τ = 200) and m = q_t:
 
-- ARF:  L_relax = −mean_{j ∈ CS_gt} log( (1/m)·Σ_{r≤m} P̂_{r,j} · m ) — the soft probability
-  that a true item lands in the stage's top m — and L_global = −mean_{r ≤ G} log P̂_{r, π(r)}
-  against the label permutation π (G = ``global_size``, default k). Both per stage, combined
-  with learned uncertainty weights.
+- ARF:  L_relax = −mean_{j ∈ CS_gt} log( (1/m)·Σ_{r≤m} P̂_{r,j} ) — the mean of the top-m
+  rows of P̂ (REFERENCES.md section 3), i.e. the soft probability that a true item lands in
+  the stage's top m divided by m — and L_global = −mean_{r ≤ G} log P̂_{r, π(r)} against the
+  label permutation π (G = ``global_size``, default k). Both per stage, combined with learned
+  uncertainty weights (initialised to 1).
 - ARF-v2: the relaxed membership is normalised by the stop-gradient column sums
   (P^m_j of LCRON) with an "up" term −log P^m_j on true items and a "down" term
   −log(1 − P^m_j) on the others (rows after m), uncertainty-weighted per stage.
@@ -49,15 +50,19 @@ class ARFLoss(_ARFBase):
     def compute_terms(self, labels, scores, weights, gt):
         valid = weights > 0
         order = tf.argsort(tf.where(valid, labels, tf.constant(-1e9, labels.dtype)), axis=-1, direction="DESCENDING", stable=True)
-        g = min(self.global_size, labels.shape[-1])
+        n = labels.shape[-1]
+        g = self.global_size if n is None else min(self.global_size, n)
         target = tf.one_hot(order[:, :g], tf.shape(labels)[-1], dtype=labels.dtype)  # [B, G, n]
+        # Rank r exists only in rows with more than r valid items.
+        n_valid = tf.reduce_sum(weights, axis=-1, keepdims=True)
+        rank_valid = tf.cast(tf.range(g, dtype=labels.dtype)[None, :] < n_valid, labels.dtype)
         terms = {}
         for t, (s, m) in enumerate(zip(scores, self.stage_qs)):
             perm = neural_sort(s, self.temperature, mask=valid)
-            in_top = tf.reduce_sum(perm[:, :m, :], axis=1)
+            in_top = tf.reduce_mean(perm[:, :m, :], axis=1)
             terms[f"relax_stage{t}"] = masked_mean(-_log(in_top), gt)
             picked = tf.reduce_sum(perm[:, :g, :] * target, axis=-1)  # P̂_{r, π(r)}
-            terms[f"global_stage{t}"] = tf.reduce_mean(-_log(picked))
+            terms[f"global_stage{t}"] = masked_mean(-_log(picked), rank_valid)
         return terms
 
 

@@ -82,6 +82,9 @@ class CascadeLoss(keras.layers.Layer):
             scores.append(s)
         valid = labels >= 0
         if mask is not None:
+            mask = tf.convert_to_tensor(mask)
+            if not mask.shape.is_compatible_with(labels.shape):
+                raise ValueError(f"mask.shape={mask.shape} does not match labels.shape={labels.shape}")
             valid = tf.logical_and(valid, tf.cast(mask, tf.bool))
         weights = tf.cast(valid, dtype)
         gt = tf.cast(ground_truth_tf(labels, self.k, valid), dtype)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tfcascade._keras import keras
 from tfcascade.losses.base import CascadeLoss
-from tfcascade.losses.pairwise import ranknet_loss
+from tfcascade.losses.ranknet import ranknet_loss
 
 
 def kth_largest_nograd(scores: tf.Tensor, q: int, weights: tf.Tensor) -> tf.Tensor:

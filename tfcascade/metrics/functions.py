@@ -1,36 +1,68 @@
-"""Cascade metrics on numpy arrays (REFERENCES.md section 1).
+"""Cascade metrics on numpy arrays (REFERENCES.md section 1; LCRON arXiv 2503.09492 §5).
 
-Conventions: ``labels [B, n]`` graded relevance, −1 = padding; the ground truth CS_gt of a
-request is the hard top-K of its labels among valid items (ties → lower index). Scores are
-ranked descending with ties broken towards the lower index; masked items are never selected.
+Conventions: ``labels [B, n]`` graded relevance, −1 = padding, optional ``mask [B, n]``
+(valid = ``labels >= 0`` and mask). The ground truth CS_gt of a request is the hard top-K of
+its labels among valid items (ties → lower index). Scores are ranked descending with ties
+broken towards the lower index; invalid items are never selected. A stage asked to keep more
+items than it was given keeps all of them.
 
-- Recall@K@q of one stage: |top-q(scores) ∩ CS_gt| / K.
-- Joint Recall@K@q_T: |CS_out ∩ CS_gt| / K with CS_out the output of the real cascade.
-- NDCG@K: binary gain on CS_gt, DCG = Σ_{r≤K} [item_r ∈ CS_gt] / log2(r + 1), IDCG over
-  min(K, |CS_gt|) positions.
-Each returns the mean over requests.
+- Recall@K@q of one stage alone: |top-q(scores) ∩ CS_gt| / |CS_gt|.
+- Joint Recall@K@q_T (the golden metric): |CS_out ∩ CS_gt| / |CS_gt|, CS_out = S_T,
+  S_0 = valid items, S_t = top-q_t of S_{t−1} by stage t's scores.
+  |CS_gt| = min(K, #valid) — that is K on every request of the RecFlow protocol; a request
+  with fewer than K valid items is scored against all of them instead of being capped below 1.
+- NDCG@K = DCG@K / IDCG@K, DCG@K = Σ_{r≤K} G(item_r) / log2(r + 1) over the top-K valid items
+  by score, IDCG@K the same over the labels' own order. Gain G (``gain``):
+  ``"linear"`` G = label (default: "graded labels as gains", TF-Ranking's identity gain),
+  ``"exp"`` G = 2^label − 1 (Burges' exponential gain), ``"binary"`` G = [item ∈ CS_gt].
+
+Each returns the mean over requests; requests with no valid item (and for NDCG, with
+IDCG = 0) are left out of the mean (0.0 if no request is left).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
 
+GAINS = ("linear", "exp", "binary")
 
-def _valid(labels: np.ndarray, mask) -> np.ndarray:
-    labels = np.asarray(labels)
-    return labels >= 0 if mask is None else (np.asarray(mask) > 0) & (labels >= 0)
+
+def _check_positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+    return int(value)
+
+
+def _check_labels(labels, mask) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels, np.float64)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be [B, n], got labels.shape={labels.shape}")
+    valid = labels >= 0
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != labels.shape:
+            raise ValueError(f"mask.shape={mask.shape} does not match labels.shape={labels.shape}")
+        valid &= mask > 0
+    return labels, valid
+
+
+def _check_scores(name: str, scores, labels: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, np.float64)
+    if scores.shape != labels.shape:
+        raise ValueError(f"{name}.shape={scores.shape} does not match labels.shape={labels.shape}")
+    return scores
 
 
 def _order(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Per row, indices by score descending (ties → lower index), disallowed items last."""
-    s = np.asarray(scores, np.float64)
-    idx = np.broadcast_to(np.arange(s.shape[-1]), s.shape)
-    return np.lexsort((idx, -s, ~allowed), axis=-1)
+    idx = np.broadcast_to(np.arange(scores.shape[-1]), scores.shape)
+    return np.lexsort((idx, -scores, ~allowed), axis=-1)
 
 
-def _top(scores, allowed, q):
+def _top(scores: np.ndarray, allowed: np.ndarray, q: int) -> np.ndarray:
     """``[B, n]`` bool: each row's top-q allowed items."""
     order = _order(scores, allowed)[:, :q]
     out = np.zeros(allowed.shape, bool)
@@ -38,38 +70,97 @@ def _top(scores, allowed, q):
     return out & allowed
 
 
+def _mean(values: np.ndarray, keep: np.ndarray) -> float:
+    return float(values[keep].mean()) if keep.any() else 0.0
+
+
 def ground_truth(labels, k: int = 10, mask=None) -> np.ndarray:
-    """``[B, n]`` bool: the hard top-k of the labels among valid items."""
-    labels = np.asarray(labels, np.float64)
-    return _top(labels, _valid(labels, mask), k)
+    """``[B, n]`` bool: the hard top-k of the labels among valid items (ties → lower index)."""
+    labels, valid = _check_labels(labels, mask)
+    return _top(labels, valid, _check_positive("k", k))
+
+
+def _recall(kept: np.ndarray, gt: np.ndarray) -> float:
+    n_gt = gt.sum(-1)
+    return _mean((kept & gt).sum(-1) / np.maximum(n_gt, 1), n_gt > 0)
 
 
 def stage_recall(labels, scores, k: int = 10, q: int = 20, mask=None) -> float:
-    """Mean Recall@k@q of one stage over the whole valid list."""
-    valid = _valid(labels, mask)
-    gt = ground_truth(labels, k, mask)
-    return float(np.mean((_top(scores, valid, q) & gt).sum(-1) / k))
+    """Mean Recall@k@q of one stage alone on the whole valid list.
+
+    Args:
+      labels: ``[B, n]`` graded labels, −1 = padding.
+      scores: ``[B, n]`` the stage's scores.
+      k: ground-truth size K.
+      q: how many items the stage keeps.
+      mask: optional ``[B, n]`` validity.
+
+    Returns:
+      The mean over requests with at least one valid item.
+    """
+    labels, valid = _check_labels(labels, mask)
+    scores = _check_scores("scores", scores, labels)
+    gt = _top(labels, valid, _check_positive("k", k))
+    return _recall(_top(scores, valid, _check_positive("q", q)), gt)
 
 
 def joint_recall(labels, stage_scores: Sequence, k: int = 10, qs: Sequence[int] = (30, 20), mask=None) -> float:
-    """Mean Joint Recall@k@q_T of the cascade ``stage_scores`` (earliest stage first)."""
-    if len(stage_scores) != len(qs):
+    """Mean Joint Recall@k@q_T of the hard cascade ``stage_scores`` (earliest stage first).
+
+    Args:
+      labels: ``[B, n]`` graded labels, −1 = padding.
+      stage_scores: S arrays ``[B, n]`` (or one ``[B, S, n]`` array), retrieval first.
+      k: ground-truth size K.
+      qs: S positive, non-increasing cuts q_1 ≥ … ≥ q_S.
+      mask: optional ``[B, n]`` validity.
+
+    Returns:
+      The mean over requests with at least one valid item.
+    """
+    labels, valid = _check_labels(labels, mask)
+    if isinstance(stage_scores, np.ndarray) and stage_scores.ndim == 3:
+        stage_scores = [stage_scores[:, t] for t in range(stage_scores.shape[1])]
+    if len(stage_scores) != len(qs) or not len(qs):
         raise ValueError(f"need one q per stage: got {len(stage_scores)} stage scores and qs={list(qs)}")
-    kept = _valid(labels, mask)
-    for scores, q in zip(stage_scores, qs):
-        kept = _top(scores, kept, q)
-    gt = ground_truth(labels, k, mask)
-    return float(np.mean((kept & gt).sum(-1) / k))
+    qs = [_check_positive("qs", q) for q in qs]
+    if any(a < b for a, b in zip(qs, qs[1:])):
+        raise ValueError(f"qs must be non-increasing, got qs={qs}")
+    kept = valid
+    for t, (scores, q) in enumerate(zip(stage_scores, qs)):
+        kept = _top(_check_scores(f"stage_scores[{t}]", scores, labels), kept, q)
+    return _recall(kept, _top(labels, valid, _check_positive("k", k)))
 
 
-def ndcg(labels, scores, k: int = 10, mask=None) -> float:
-    """Mean NDCG@k with binary gain on the ground truth (top-k labels)."""
-    valid = _valid(labels, mask)
-    gt = ground_truth(labels, k, mask)
-    order = _order(scores, valid)[:, :k]
-    hits = np.take_along_axis(gt & valid, order, axis=-1)
-    discounts = 1.0 / np.log2(np.arange(2, order.shape[-1] + 2))
-    dcg = (hits * discounts).sum(-1)
-    n_ideal = np.minimum(k, gt.sum(-1))
-    ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.maximum(n_ideal - 1, 0)] * (n_ideal > 0)
-    return float(np.mean(np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1.0), 0.0)))
+def gains(labels: np.ndarray, gt: np.ndarray, gain: str) -> np.ndarray:
+    """The NDCG gain of every item (0 where invalid is up to the caller)."""
+    if gain == "linear":
+        return np.maximum(labels, 0.0)
+    if gain == "exp":
+        return np.exp2(np.maximum(labels, 0.0)) - 1.0
+    if gain == "binary":
+        return gt.astype(np.float64)
+    raise ValueError(f"gain must be one of {GAINS}, got gain={gain!r}")
+
+
+def ndcg(labels, scores, k: int = 10, mask=None, gain: str = "linear") -> float:
+    """Mean NDCG@k of one stage's ranking of the valid items.
+
+    Args:
+      labels: ``[B, n]`` graded labels, −1 = padding.
+      scores: ``[B, n]`` the stage's scores.
+      k: cut-off (and ground-truth size for ``gain="binary"``).
+      mask: optional ``[B, n]`` validity.
+      gain: ``"linear"`` (label), ``"exp"`` (2^label − 1) or ``"binary"`` ([item ∈ CS_gt]).
+
+    Returns:
+      The mean over requests with IDCG > 0.
+    """
+    labels, valid = _check_labels(labels, mask)
+    scores = _check_scores("scores", scores, labels)
+    k = _check_positive("k", k)
+    g = np.where(valid, gains(labels, _top(labels, valid, k), gain), 0.0)
+    cut = min(k, labels.shape[-1])
+    discounts = 1.0 / np.log2(np.arange(2, cut + 2))
+    dcg = (np.take_along_axis(g, _order(scores, valid)[:, :cut], axis=-1) * discounts).sum(-1)
+    idcg = (-np.sort(-g, axis=-1)[:, :cut] * discounts).sum(-1)
+    return _mean(dcg / np.where(idcg > 0, idcg, 1.0), idcg > 0)

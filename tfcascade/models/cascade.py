@@ -21,9 +21,10 @@ from tfcascade.metrics import NDCG, JointRecall, StageRecall
 from tfcascade.models.din import DIN
 from tfcascade.models.dssm import DSSM
 from tfcascade.models.mlp import MLPPreranker
+from tfcascade.models.tarq import TARQ
 from tfcascade.ops.cascade_select import cascade_select
 
-STAGE_CLASSES = {"dssm": DSSM, "mlp": MLPPreranker, "din": DIN}
+STAGE_CLASSES = {"dssm": DSSM, "mlp": MLPPreranker, "din": DIN, "tarq": TARQ}
 DEFAULT_STAGES = {2: ("dssm", "din"), 3: ("dssm", "mlp", "din")}
 STAGE_NAMES = {2: ("retrieval", "ranking"), 3: ("retrieval", "prerank", "ranking")}
 
@@ -119,7 +120,8 @@ def build_cascade(metadata_or_vocab_sizes: Mapping, stages: int = 2, loss="lcron
       metadata_or_vocab_sizes: ``load_metadata(out_dir)`` or ``{feature: size}``.
       stages: 2 (DSSM → DIN) or 3 (DSSM → MLP → DIN).
       loss, loss_options, qs, k: see :class:`CascadeModel`.
-      stage_models: stage kinds (``dssm``, ``mlp``, ``din``), default by ``stages``.
+      stage_models: stage kinds (``dssm``, ``mlp``, ``din``, ``tarq``), default by ``stages``;
+        e.g. ``("dssm", "tarq", "din")`` puts TARQ in the pre-ranking slot.
       seed: seeds the weight initialisation.
     """
     if stages not in (2, 3):

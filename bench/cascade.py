@@ -1,0 +1,134 @@
+"""Cascade-loss benchmark: every loss × seeds on the simulator, and train-step cost vs list length.
+
+    python -m bench.cascade [--quick] [--seeds 5] [--stages 2 3] [--epochs 3]
+
+1. ``compare`` on the simulator's ``small`` preset (``tiny`` with --quick), two-stage and
+   three-stage: mean ± std of Joint Recall@10@q_T, per-stage Recall/NDCG and train-step time.
+2. Train-step time of the DFTopK and LCRON losses (forward + backward of the loss on fixed stage
+   scores, and a full two-stage cascade step) at 40, 200 and 1000 items per request.
+Writes ``cascade.md``, ``cascade.json`` and ``cascade_<stages>stage.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import tfcascade  # noqa: F401
+import tensorflow as tf
+
+from bench.common import RESULTS_DIR, markdown_table, time_call, write_results
+from tfcascade.losses import get, names
+from tfcascade.training.compare import compare, markdown
+
+PAPER_2STAGE = {"bce": 0.8539, "icc": 0.8132, "rankflow": 0.8647, "fs_ranknet": 0.7881, "fs_lambdaloss": 0.8666,
+                "arf": 0.8608, "arf_v2": 0.8678, "lcron": 0.8732}
+PAPER_3STAGE = {"bce": 0.7191, "icc": 0.6386, "rankflow": 0.7308, "fs_ranknet": 0.6200, "fs_lambdaloss": 0.7319,
+                "arf": 0.7256, "arf_v2": 0.7332, "lcron": 0.7390}
+
+
+def prepare(preset: str, stages: int, work: Path) -> Path:
+    from pipelines.preprocess import run_preprocess
+    from tfcascade.data import simulate
+
+    raw = work / f"{preset}_recflow"
+    if not raw.exists():
+        simulate(raw, preset, seed=0)
+    out = work / f"{preset}_{stages}stage"
+    if not (out / "metadata.json").exists():
+        run_preprocess(str(raw), str(out), stages=stages)
+    return out
+
+
+def loss_step_ms(loss_name: str, n: int, batch: int, repeats: int) -> float:
+    """Forward + backward of one loss on random two-stage scores ``[batch, n]``."""
+    loss = get(loss_name, stages=2)
+    rng = np.random.default_rng(0)
+    labels = np.zeros((batch, n), np.float32) + 5
+    labels[:, :10] = 30 - np.arange(10)
+    labels = tf.constant(rng.permuted(labels, axis=1))
+    scores = [tf.Variable(tf.random.stateless_normal([batch, n], seed=[i, n])) for i in range(2)]
+    loss(labels, scores)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            value = loss(labels, scores)
+        return tape.gradient(value, scores)
+
+    return time_call(lambda: [g.numpy() for g in step()], repeats, 2, 30.0)["median_ms"]
+
+
+def comparison_notes(table: dict, paper: dict) -> list[str]:
+    ours = sorted(table, key=lambda n: -table[n]["joint_recall"]["mean"])
+    theirs = sorted(paper, key=lambda n: -paper[n])
+    notes = [f"Ordering here: {' > '.join(ours)}.", f"Paper (RecFlow): {' > '.join(theirs)}."]
+    bce = table.get("bce", {}).get("joint_recall")
+    for name in ("lcron", "dftopk"):
+        if bce and name in table:
+            s = table[name]["joint_recall"]
+            gap = s["mean"] - bce["mean"]
+            sd = max(s["std"], bce["std"], 1e-12)
+            notes.append(f"{name} − bce = {gap:+.4f} joint recall ({gap / sd:+.1f} × the larger std): "
+                         f"goal (> 3 std) {'met' if gap > 3 * sd else 'NOT met'}.")
+    return notes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--stages", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--losses", default="all")
+    parser.add_argument("--work", default=None, help="folder for data and runs (default: a temp folder)")
+    parser.add_argument("--out", default=str(RESULTS_DIR))
+    args = parser.parse_args(argv)
+    preset = "tiny" if args.quick else "small"
+    seeds = 2 if args.quick else args.seeds
+    losses = names() if args.losses == "all" else args.losses.split(",")
+    work = Path(args.work or tempfile.mkdtemp(prefix="tfcascade-bench-"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload: dict = {"preset": preset, "seeds": seeds, "epochs": args.epochs, "batch_size": args.batch_size}
+    parts = []
+    for stages in args.stages:
+        data = prepare(preset, stages, work)
+        runs = work / f"runs_{stages}"
+        table = compare(str(data), str(runs), losses=losses, seeds=seeds, stages=stages, epochs=args.epochs,
+                        batch_size=64 if args.quick else args.batch_size, verbose=0)
+        suffix = "_quick" if args.quick else ""
+        shutil.copy(runs / "compare.png", out / f"cascade{suffix}_{stages}stage.png")
+        payload[f"{stages}stage"] = table
+        qs = (30, 20) if stages == 2 else (40, 30, 20)
+        paper = PAPER_2STAGE if stages == 2 else PAPER_3STAGE
+        parts += [f"## {stages} stages ({preset} preset, {seeds} seeds, {args.epochs} epochs)", "",
+                  markdown(table, stages, qs, seeds), "", *comparison_notes(table, paper), ""]
+    batch = 128
+    rows = []
+    for n in (40, 200, 1000):
+        row = {"n": n}
+        for name in ("dftopk", "lcron", "lapsum", "bce"):
+            row[name] = loss_step_ms(name, n, batch, 5 if args.quick else 10)
+        row["dftopk / lcron"] = row["dftopk"] / row["lcron"]
+        rows.append(row)
+    payload["loss_step_ms"] = rows
+    parts += [f"## Loss forward+backward per step (batch {batch}, two stages, median ms)", "",
+              markdown_table(["items per request", "dftopk", "lcron", "lapsum", "bce", "dftopk / lcron"],
+                             [[r["n"], r["dftopk"], r["lcron"], r["lapsum"], r["bce"], r["dftopk / lcron"]] for r in rows]),
+              "", "Goal: dftopk / lcron ≤ 0.6 at 40 items and falling with list length: "
+              + ("met." if rows[0]["dftopk / lcron"] <= 0.6 and rows[-1]["dftopk / lcron"] < rows[0]["dftopk / lcron"]
+                 else "NOT met.")]
+    md = "\n".join(parts)
+    write_results("cascade_quick" if args.quick else "cascade", payload, md, out)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
