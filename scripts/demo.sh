@@ -3,12 +3,12 @@
 # statistics/schema/validation, cascade training, joint-recall validation and blessing,
 # atomic push of the serving SavedModel) -> a printed summary -> a quick operator benchmark.
 #
-# Usage: scripts/demo.sh [OUT_DIR]   (env: PRESET=small, LOSS=lcron, STAGES=2, VENV=.venv)
+# Usage: scripts/demo.sh [OUT_DIR]   (env: PRESET=small, LOSS=dftopk, STAGES=2, VENV=.venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-demo_out}
 PRESET=${PRESET:-small}
-LOSS=${LOSS:-lcron}
+LOSS=${LOSS:-dftopk}
 STAGES=${STAGES:-2}
 PY=${VENV:-.venv}/bin/python
 export PYTHONUNBUFFERED=1
@@ -21,7 +21,7 @@ step "1/3 simulate the '$PRESET' preset in the RecFlow layout -> $OUT/recflow"
 
 step "2/3 TFX pipeline: Beam preprocessing -> StatisticsGen -> SchemaGen -> ExampleValidator -> Trainer ($LOSS, $STAGES stages) -> JointRecallValidator -> Pusher"
 "$PY" -m tfcascade pipeline run --data "$OUT/recflow" --pipeline-root "$OUT/pipeline" \
-  --serving-dir "$OUT/serving" --loss "$LOSS" --stages "$STAGES"
+  --serving-dir "$OUT/serving" --loss "$LOSS" --stages "$STAGES" --batch-size 256
 
 step "3/3 differentiable top-K operators, quick benchmark"
 "$PY" -m bench.topk --quick --out "$OUT/bench"

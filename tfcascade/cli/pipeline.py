@@ -3,7 +3,7 @@
 ::
 
     tfcascade pipeline run --preset small --pipeline-root runs/p --serving-dir runs/serving \\
-        [--data RAW_DIR] [--min-joint-recall 0.5] [--loss lcron --stages 2 --epochs 1]
+        [--data RAW_DIR] [--min-joint-recall 0.15] [--loss lcron --stages 2 --epochs 1]
     tfcascade pipeline compile --kubeflow --output pipeline.json [--image IMAGE]
 
 TFX is imported only when a sub-command runs (``import tfcascade`` never loads it).
