@@ -9,6 +9,7 @@
 Writes ``cascade.md``, ``cascade.json`` and ``cascade_<stages>stage.png``.
 """
 
+# ruff: noqa: I001  (tfcascade is imported before tensorflow: it sets TF_USE_LEGACY_KERAS)
 from __future__ import annotations
 
 import argparse

@@ -10,16 +10,15 @@ mask, |Σ − k|, nCCS of the tournament) and the goals of the operator issue, p
 Writes ``topk.md``, ``topk.json`` and ``topk_time_vs_n.png``.
 """
 
-from __future__ import annotations
+# tfcascade is imported before TensorFlow so TF_USE_LEGACY_KERAS is set first.
+from __future__ import annotations  # noqa: I001
 
 import argparse
 import os
 import time
 from pathlib import Path
 
-import numpy as np
-
-import tfcascade  # noqa: F401  (Keras 2 before TensorFlow)
+import tfcascade  # noqa: F401
 import tensorflow as tf
 
 from bench.common import RESULTS_DIR, markdown_table, time_call, write_results
@@ -31,9 +30,11 @@ from tfcascade.ops.tournament import iterative_softmax_topk, ncc_similarity, tou
 
 FULL_SHAPES = [(1024, 4096, 2048), (1024, 4096, 10), (16, 32768, 16384), (1, 262144, 131072),
                (1, 16384, 8192), (1024, 40, 10), (1024, 200, 10)]
-QUICK_SHAPES = [(64, 1024, 512), (256, 40, 10), (1, 16384, 8192), (1, 65536, 32768)]
+QUICK_SHAPES = [(64, 256, 128), (256, 40, 10), (1, 16384, 8192)]
 SCALING_N = [1024, 4096, 16384, 65536, 262144]
 MEMORY_LIMIT = 4 * 2**30  # skip ops whose working set would exceed ~4 GB
+SORT_LIMIT = {"full": MEMORY_LIMIT, "quick": 64 * 2**20}  # --quick also skips O(n²) sorts over 64 MB
+_mode = "full"
 TOURNAMENT_DIM = 32
 
 
@@ -83,7 +84,7 @@ def _ops(k: int):
 
 def _fits(op: str, b: int, n: int) -> bool:
     if op in ("neural_sort", "soft_sort"):
-        return b * n * n * 4 * 6 <= MEMORY_LIMIT
+        return b * n * n * 4 * 6 <= SORT_LIMIT[_mode]
     if op == "tournament":
         return b * n * TOURNAMENT_DIM * 4 * 8 <= MEMORY_LIMIT
     return True
@@ -95,17 +96,20 @@ def time_shape(b: int, n: int, k: int, repeats: int, torch_ok: bool, max_seconds
     row["tf.math.top_k fwd"] = time_call(lambda: tf.math.top_k(x, k).values.numpy(), repeats, 1, max_seconds)["median_ms"]
     for name, fn in _ops(k).items():
         if not _fits(name, b, n):
-            row[f"{name} skipped"] = "O(n²) memory > 4 GB"
+            row[f"{name} skipped"] = f"O(n²) memory > {SORT_LIMIT[_mode] / 2**30:g} GB"
             continue
-        for jit in (False, True):
+        # --quick: every variant for DFTopK, only XLA fwd+bwd for the others (compile time).
+        variants = [(j, bw) for j in (False, True) for bw in (False, True)]
+        if _mode == "quick" and name != "dftopk":
+            variants = [(True, True)]
+        for jit, backward in variants:
             tag = "xla" if jit else "graph"
-            for backward in (False, True):
-                key = f"{name} {tag} {'fwd+bwd' if backward else 'fwd'}"
-                try:
-                    row[key] = time_call(_tf_runner(fn, x, backward, jit), repeats, 1, max_seconds)["median_ms"]
-                except (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError) as err:
-                    row[key] = None
-                    row[f"{key} error"] = str(err).splitlines()[0][:120]
+            key = f"{name} {tag} {'fwd+bwd' if backward else 'fwd'}"
+            try:
+                row[key] = time_call(_tf_runner(fn, x, backward, jit), repeats, 1, max_seconds)["median_ms"]
+            except (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError) as err:
+                row[key] = None
+                row[f"{key} error"] = str(err).splitlines()[0][:120]
     if _fits("tournament", b, n):
         e = tf.random.stateless_normal([b, n, TOURNAMENT_DIM], seed=[1, n])
         tour = tf.function(lambda a, v: tournament_topk(a, v, k))
@@ -150,10 +154,10 @@ def tournament_quality(configs, batch: int = 16, d: int = TOURNAMENT_DIM) -> lis
         e = tf.random.stateless_normal([batch, n, d], seed=[n, k])
         v = tf.random.stateless_normal([batch, n], seed=[k, n])
         for name, fn in (("successive halving", tournament_topk), ("iterative softmax", iterative_softmax_topk)):
-            f = tf.function(lambda a, b, fn=fn: fn(a, b, k))
+            f = tf.function(lambda a, b, fn=fn, k=k: fn(a, b, k))
             start = time.perf_counter()
             out = f(e, v)[0]
-            timing = time_call(lambda f=f: f(e, v)[0].numpy(), 3, 1, 20.0)
+            timing = time_call(lambda f=f, e=e, v=v: f(e, v)[0].numpy(), 3, 1, 20.0)
             rows.append({"n→k": f"{n}→{k}", "method": name, "nCCS": float(tf.reduce_mean(ncc_similarity(out, e, v, k))),
                          "seconds": timing["median_ms"] / 1e3, "first call s": time.perf_counter() - start})
     return rows
@@ -164,8 +168,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small shapes, seconds (used by make demo)")
     parser.add_argument("--out", default=str(RESULTS_DIR))
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--shapes", nargs="+", metavar="B,n,k",
+                        help="override the shapes, e.g. --shapes 1024,4096,2048 16,32768,16384")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="per measurement")
     args = parser.parse_args(argv)
+    global _mode
+    _mode = "quick" if args.quick else "full"
     try:
         import torch  # noqa: F401
 
@@ -173,17 +181,26 @@ def main(argv=None) -> int:
     except ImportError:
         torch_ok = False
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    if args.shapes:
+        try:
+            shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
+        except ValueError:
+            parser.error(f"--shapes takes B,n,k triples, got --shapes {' '.join(args.shapes)}")
+        if any(len(s) != 3 or min(s) <= 0 or s[2] >= s[1] for s in shapes):
+            parser.error(f"--shapes needs positive B,n,k with k < n, got {args.shapes}")
     repeats = 3 if args.quick else args.repeats
+    if args.quick:
+        args.max_seconds = min(args.max_seconds, 2.0)
     rows = []
     for b, n, k in shapes:
         print(f"timing B={b} n={n} k={k} ...", flush=True)
         rows.append(time_shape(b, n, k, repeats, torch_ok, args.max_seconds))
     scaling = []
-    for n in (SCALING_N[:3] if args.quick else SCALING_N):
+    for n in (SCALING_N[:2] if args.quick else SCALING_N):
         print(f"scaling n={n} ...", flush=True)
         scaling.append(time_shape(1, n, n // 2, repeats, torch_ok, args.max_seconds))
     qual = quality()
-    tour = tournament_quality([(1024, 64)] if args.quick else [(8192, 512), (16384, 2048), (2048, 8), (200, 10)])
+    tour = tournament_quality([(256, 16)] if args.quick else [(8192, 512), (16384, 2048), (2048, 8), (200, 10)])
     goals = check_goals(rows, scaling)
     name = "topk_quick" if args.quick else "topk"
     payload = {"rows": rows, "scaling": scaling, "quality": qual, "tournament": tour, "goals": goals,
@@ -232,7 +249,7 @@ def render(rows, scaling, qual, tour, goals, torch_ok) -> str:
              markdown_table(["shape", *cols], [[r["shape"], *[r.get(c) for c in cols]] for r in rows]), ""]
     skipped = sorted({f"{k.split(' ')[0]} at {r['shape']}" for r in rows for k in r if k.endswith("skipped")})
     if skipped:
-        parts += [f"Skipped (O(n²) memory over ~4 GB): {', '.join(skipped)}.", ""]
+        parts += [f"Skipped (O(n²) memory over {SORT_LIMIT[_mode] / 2**30:g} GB): {', '.join(skipped)}.", ""]
     if not torch_ok:
         parts += ["PyTorch is not installed: the peer columns are empty (`pip install torch==2.13.0`).", ""]
     parts += ["## Scaling in n (B=1, k=n/2, fwd+bwd, best of graph/XLA, ms)", "",

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from tfcascade import features as F
-from tfcascade.data import dataset_from_records, load_metadata, make_dataset, read_requests, simulate
+from tfcascade.data import (
+    dataset_from_records,
+    load_metadata,
+    make_dataset,
+    read_requests,
+    simulate,
+)
+from tfcascade.data.vocabulary import build_vocabularies
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +31,7 @@ def test_records_round_trip_through_vocabularies(records):
         for name in ("video_id", "author_id"):
             vocab.setdefault(name, set()).update(int(v) for v in rec[name][rec["mask"] > 0])
             # History features share the item vocabulary (features.HISTORY_TO_ITEM).
-            vocab[name].update(int(v) for v in rec["hist_" + name] if v != 0)
+            vocab[name].update(int(v) for v in rec["hist_" + name] if v >= 0)
     batch = got[0]
     for i in range(5):
         rec = records[i]
@@ -42,16 +49,30 @@ def test_records_round_trip_through_vocabularies(records):
 
 def test_explicit_vocabulary_maps_unknown_ids_to_zero(records):
     known = sorted({int(v) for v in records[0]["video_id"][records[0]["mask"] > 0]})[:3]
-    batch = next(iter(dataset_from_records(records[:1], vocabularies={"video_id": known}, batch_size=1)))
+    vocab = {**build_vocabularies(records), "video_id": known}
+    batch = next(iter(dataset_from_records(records[:1], vocabularies=vocab, batch_size=1)))
     raw = records[0]["video_id"]
     want = np.array([known.index(int(v)) + 1 if int(v) in known else 0 for v in raw])
     np.testing.assert_array_equal(batch["video_id"][0].numpy(), want)
 
 
-def test_bad_arguments(tmp_path):
+def test_bad_arguments(tmp_path, records):
+    with pytest.raises(ValueError, match="vocabularies lacks features"):
+        dataset_from_records(records[:1], vocabularies={"video_id": [1]})
     with pytest.raises(FileNotFoundError, match="metadata.json"):
         load_metadata(tmp_path)
     with pytest.raises(FileNotFoundError, match="split='train'"):
         make_dataset(str(tmp_path), "train")
     with pytest.raises(ValueError, match="batch_size=0"):
         make_dataset(str(tmp_path), batch_size=0)
+
+
+def test_reader_seed_changes_order_not_content(tmp_path):
+    simulate(tmp_path, "tiny", seed=3, days=1, requests_per_day=4)
+    a = list(read_requests(tmp_path, seed=0))
+    b = list(read_requests(tmp_path, seed=1))
+    again = list(read_requests(tmp_path, seed=1))
+    assert any(not np.array_equal(x["video_id"], y["video_id"]) for x, y in zip(a, b))
+    for x, y, z in zip(a, b, again):
+        np.testing.assert_array_equal(y["video_id"], z["video_id"])
+        assert sorted(zip(x["video_id"], x["label"])) == sorted(zip(y["video_id"], y["label"]))

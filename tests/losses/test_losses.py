@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcascade.losses import get, names
-from tfcascade.losses.registry import loss_class
+from tfcascade._keras import keras
+from tfcascade.losses.registry import get, loss_class, names
+from tfcascade.losses.uncertainty import UncertaintyWeighting
 
 EPS = 1e-7
 K = 3
 
 
 def _sig(x):
-    return 1 / (1 + np.exp(-x))
+    return 0.5 * (1 + np.tanh(x / 2))  # overflow-free logistic
 
 
 def _bce_p(p, y, w):
@@ -102,9 +103,12 @@ def _call(name, batch, **options):
 def test_bce(batch):
     stages, labels, valid, scores, qs = batch
     y = _gt(labels, valid, K)
-    want = sum(_bce_z(s, y, valid.astype(float)) for s in scores[:-1])
-    want += _bce_z(scores[-1], y, (valid & (labels >= 7)).astype(float))
+    reached = (0, 7) if stages == 2 else (0, 6, 7)
+    want = sum(_bce_z(s, y, (valid & (labels >= r)).astype(float)) for s, r in zip(scores, reached))
     assert _call("bce", batch)[0] == pytest.approx(want, rel=2e-5)
+    custom = [3.0] * stages
+    want = sum(_bce_z(s, y, (valid & (labels >= 3)).astype(float)) for s in scores)
+    assert _call("bce", batch, reached_labels=custom)[0] == pytest.approx(want, rel=2e-5)
 
 
 def test_lcron_and_softsort_variant(batch):
@@ -243,9 +247,9 @@ def test_arf_and_arf_v2(batch):
     w = valid.astype(float)
     tau = 2.0
     arf, v2 = [], []
-    for s, m in zip(scores, qs):
+    for s, m in zip(scores, [K] * len(scores)):  # m = k by default
         perm = np.stack([_neural_sort(s[b], valid[b], tau) for b in range(len(s))])
-        in_top = perm[:, :m, :].sum(1)
+        in_top = perm[:, :m, :].mean(1)
         arf.append(-(np.log(np.clip(in_top, EPS, 1)) * y).sum() / y.sum())
         picked = []
         for b in range(len(s)):
@@ -306,6 +310,24 @@ def test_gradients_match_finite_differences(name, options):
     assert float(g) == pytest.approx(1 - float(loss.terms["single_retrieval"]), rel=1e-6)
 
 
+@pytest.mark.parametrize("name", names())
+def test_explicit_mask_equals_padding_labels_and_graph_mode(name):
+    rng = np.random.default_rng(5)
+    labels = rng.permutation(np.tile(np.arange(12.0), (3, 1)).T).T
+    mask = np.ones((3, 12), bool)
+    mask[1, [0, 4, 7]] = False
+    scores = [tf.constant(rng.normal(size=(3, 12)), tf.float32) for _ in range(3)]
+    loss = get(name, stages=3, k=3, stage_qs=(8, 6, 4))
+    masked = float(loss(tf.constant(labels, tf.float32), scores, mask=tf.constant(mask)))
+    padded = tf.constant(np.where(mask, labels, -1.0), tf.float32)
+    assert masked == pytest.approx(float(loss(padded, scores)), rel=1e-6)
+    assert np.isfinite(masked)
+    assert set(loss.terms) and all(np.isfinite(float(v)) for v in loss.terms.values())
+    if name in ("lcron", "dftopk", "bce"):  # graph mode (tracing is slow: a few losses only)
+        graph = tf.function(lambda y, a, b, c: loss(y, [a, b, c]))
+        assert float(graph(padded, *scores)) == pytest.approx(masked, rel=1e-5)
+
+
 def test_registry_and_errors():
     assert names() == ["bce", "icc", "rankflow", "fs_ranknet", "fs_lambdaloss", "arf", "arf_v2",
                        "lcron", "dftopk", "lapsum"]
@@ -322,6 +344,12 @@ def test_registry_and_errors():
         loss(tf.zeros([2, 40]), [tf.zeros([2, 40]), tf.zeros([2, 41])])
     with pytest.raises(ValueError, match="labels must be"):
         loss(tf.zeros([40]), [tf.zeros([40])] * 2)
+    with pytest.raises(ValueError, match="mask.shape"):
+        loss(tf.zeros([2, 40]), [tf.zeros([2, 40])] * 2, mask=tf.ones([2, 39]))
+    with pytest.raises(ValueError, match="reached_labels needs 2"):
+        get("bce", reached_labels=(0, 6, 7))
+    with pytest.raises(ValueError, match="topn must be"):
+        get("fs_lambdaloss", topn=0)
     with pytest.raises(ValueError, match="sort must be"):
         get("lcron", sort="quick")
 
@@ -329,5 +357,18 @@ def test_registry_and_errors():
 @pytest.mark.parametrize("name", names())
 def test_config_round_trip(name):
     loss = get(name, stages=3)
-    clone = loss_class(name).from_config(loss.get_config())
-    assert clone.get_config() == loss.get_config()
+    config = loss.get_config()
+    clone = loss_class(name).from_config(config)
+    assert clone.get_config() == config
+    revived = keras.layers.deserialize(keras.layers.serialize(loss))
+    assert type(revived) is type(loss) and revived.get_config() == config
+
+
+def test_uncertainty_weighting_formula_and_config():
+    uwl = UncertaintyWeighting(["a", "b"])
+    uwl.w["a"].assign(2.0)
+    uwl.w["b"].assign(0.5)
+    got = float(uwl({"a": tf.constant(3.0), "b": tf.constant(1.0)}, [tf.constant(4.0)]))
+    assert got == pytest.approx(0.5 / 4 * 3 + 0.5 / 0.25 * 1 + math.log(2) + math.log(0.5) + 4)
+    clone = UncertaintyWeighting.from_config(uwl.get_config())
+    assert clone.names == ["a", "b"] and float(clone.w["a"]) == 1.0  # initialised to 1

@@ -1,4 +1,4 @@
-"""DFTopK and its O(n) selection against numpy; closed-form gradients; edge cases; dtypes."""
+"""DFTopK against numpy; closed-form and finite-difference gradients; edge cases; dtypes; XLA parity."""
 
 import numpy as np
 import pytest
@@ -8,39 +8,11 @@ from hypothesis import strategies as st
 
 from tfcascade.ops.dftopk import dftopk, dftopk_logits
 from tfcascade.ops.hard_topk import hard_topk_mask
-from tfcascade.ops.select import kth_largest, kth_largest_pair
 
 
 def _np_pair(x, valid, k):
     v = np.sort(x[valid])[::-1]
     return v[k - 1], (v[k] if k < len(v) else -np.inf)
-
-
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**16), n=st.integers(1, 300), method=st.sampled_from(["count", "auto"]),
-       ties=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
-def test_selection_equals_numpy_sort(seed, n, method, ties, dtype, data):
-    rng = np.random.default_rng(seed)
-    x = (rng.integers(-3, 3, (3, n)) if ties else rng.normal(size=(3, n)) * 10.0 ** rng.integers(-20, 20)).astype(dtype)
-    x[rng.random(x.shape) < 0.05] = np.inf
-    x[rng.random(x.shape) < 0.05] = -np.inf
-    valid = rng.random(x.shape) < 0.9
-    valid[:, 0] = True
-    k = data.draw(st.integers(1, int(valid.sum(-1).min())))
-    kth, nxt = kth_largest_pair(tf.constant(x), k, tf.constant(valid), method=method)
-    for b in range(3):
-        want = _np_pair(x[b], valid[b], k)
-        assert kth.numpy()[b, 0] == want[0]
-        assert nxt.numpy()[b, 0] == want[1]
-
-
-def test_per_row_k_and_public_kth_largest():
-    x = np.array([[5.0, 1, 3, 3, 2], [0, 9, 8, 7, 6]], np.float32)
-    got = kth_largest(x, tf.constant([3, 5])).numpy()
-    np.testing.assert_array_equal(got, [3.0, 0.0])
-    kth, nxt = kth_largest_pair(tf.constant(x), tf.constant([2, 4]), tf.ones_like(x, tf.bool))
-    np.testing.assert_array_equal(kth.numpy()[:, 0], [3, 6])
-    np.testing.assert_array_equal(nxt.numpy()[:, 0], [3, 0])
 
 
 def _np_dftopk(x, valid, k, tau):
@@ -61,7 +33,7 @@ def test_forward_equals_numpy(tau):
     z = _np_dftopk(x, valid, 5, tau)
     np.testing.assert_allclose(dftopk_logits(x, 5, tau, mask=valid).numpy()[valid], z[valid], rtol=1e-12)
     f = dftopk(x, 5, tau, mask=valid).numpy()
-    np.testing.assert_allclose(f[valid], 1 / (1 + np.exp(-z[valid])), rtol=1e-12)
+    np.testing.assert_allclose(f[valid], 0.5 * (1 + np.tanh(z[valid] / 2)), rtol=1e-12)  # stable σ
     assert np.all(f[~valid] == 0)
 
 
@@ -93,14 +65,6 @@ def test_hard_limit_equals_hard_topk_mask(seed, n, data):
     x = rng.permutation(n).astype(np.float32)  # distinct, spacing ≥ 1: no boundary ties
     k = data.draw(st.integers(1, n - 1))
     np.testing.assert_array_equal(np.round(dftopk(x[None], k, 1e-3).numpy()), hard_topk_mask(x[None], k).numpy())
-
-
-def test_hard_topk_mask_ties_lower_index_and_masks():
-    x = np.array([[1.0, 2, 2, 2, 0], [3, 3, 3, 3, 3]], np.float32)
-    np.testing.assert_array_equal(hard_topk_mask(x, 2).numpy(), [[0, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
-    mask = [[1, 0, 1, 1, 1], [0, 0, 1, 1, 1]]
-    np.testing.assert_array_equal(hard_topk_mask(x, tf.constant([2, 3]), mask=mask).numpy(),
-                                  [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])
 
 
 def test_ties_infinities_and_full_k_stay_finite():

@@ -52,3 +52,9 @@ def test_temperature_and_graph_mode_assertions():
     fn_k = tf.function(lambda s, k: dftopk(s, k))
     with pytest.raises(tf.errors.InvalidArgumentError, match="valid items"):
         fn_k(tf.zeros([1, 3]), tf.constant([4]))
+
+
+def test_numpy_integer_k_is_a_static_k():
+    x = tf.random.stateless_normal([2, 9], seed=[1, 1])
+    np.testing.assert_array_equal(dftopk(x, np.int64(3)).numpy(), dftopk(x, 3).numpy())
+    np.testing.assert_array_equal(hard_topk_mask(x, np.int32(3)).numpy(), hard_topk_mask(x, 3).numpy())

@@ -145,8 +145,6 @@ def test_client_input_errors_and_unreachable_server():
 def test_real_tensorflow_model_server(exported, tmp_path):
     import socket
     import subprocess
-    import time
-
     model, path, batch, raw = exported
     publish_version(path, str(tmp_path), "cascade")
     ports = []
@@ -164,4 +162,28 @@ def test_real_tensorflow_model_server(exported, tmp_path):
             np.testing.assert_array_equal(np.asarray(out["top_k_indices"])[0], idx.numpy()[0])
     finally:
         proc.terminate()
-        time.sleep(0.5)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_export_cli_publishes_numbered_versions(tiny_data, tiny_model_dir, tmp_path, capsys):
+    from tfcascade.cli.main import main
+
+    argv = ["export", "--model-dir", str(tiny_model_dir), "--data", str(tiny_data),
+            "--serving-dir", str(tmp_path), "--model-name", "ranker", "--k", "5"]
+    assert main(argv) == 0
+    assert "ranker/1" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "ranker")) == ["1"]
+    loaded = tf.saved_model.load(str(tmp_path / "ranker" / "1"))
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmup = tmp_path / "ranker" / "1" / "assets.extra" / "tf_serving_warmup_requests"
+    record = next(iter(tf.data.TFRecordDataset(str(warmup)))).numpy()
+    request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+    out = loaded.signatures["serving_default"](**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+    assert out["top_k_indices"].shape == (1, 5)
+    with pytest.raises(FileExistsError, match="version 1"):
+        main(argv + ["--version", "1"])

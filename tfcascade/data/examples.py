@@ -20,6 +20,9 @@ def vocabulary_feature(name: str) -> str:
 def index_record(record: Mapping, vocabularies: Mapping[str, Mapping[int, int]]) -> dict:
     """Maps raw ids to vocabulary indices (unknown → 0, raw padding −1 → 0)."""
     out = dict(record)
+    missing = sorted({vocabulary_feature(n) for n in ID_FEATURES + F.HISTORY_FEATURES} - set(vocabularies))
+    if missing:
+        raise ValueError(f"vocabularies lacks features {missing}; got vocabularies for {sorted(vocabularies)}")
     for name in ID_FEATURES + F.HISTORY_FEATURES:
         vocab = vocabularies[vocabulary_feature(name)]
         raw = np.asarray(record[name], np.int64)

@@ -62,7 +62,7 @@ def stable_hash(*parts: int) -> int:
 
 
 def organise_request(rows: Sequence[Mapping], history: Mapping | None, stages: int = 2,
-                     negatives: Sequence[Mapping] = (), num_negatives: int = 0) -> dict:
+                     negatives: Sequence[Mapping] = (), num_negatives: int = 0, seed: int = 0) -> dict:
     """Builds one request's record.
 
     Args:
@@ -71,6 +71,7 @@ def organise_request(rows: Sequence[Mapping], history: Mapping | None, stages: i
       stages: 2 or 3 — which list layout and graded labels (``features.py``).
       negatives: a pool of item dicts (``ITEM_KEYS``) from other requests, for evaluation.
       num_negatives: how many sampled negatives to append (label 0, stage ``sampled_neg``).
+      seed: mixed into the per-request hash that orders the list and picks the negatives.
 
     Returns:
       A record of numpy arrays keyed as in ``tfcascade/features.py`` (raw ids, −1 padding),
@@ -98,9 +99,9 @@ def organise_request(rows: Sequence[Mapping], history: Mapping | None, stages: i
     first = rows[0]
     request_id = int(first["request_id"])
     own = {int(r["video_id"]) for r in rows}
-    extra = _pick_negatives(negatives, own, request_id, num_negatives)
+    extra = _pick_negatives(negatives, own, request_id, num_negatives, seed)
     n_list = sum(plan.values()) + num_negatives
-    rng = np.random.default_rng(stable_hash(request_id, stages))
+    rng = np.random.default_rng(stable_hash(request_id, stages, seed))
     order = rng.permutation(len(chosen) + len(extra))
     items = [chosen[i] if i < len(chosen) else ("sampled_neg", extra[i - len(chosen)]) for i in order]
     record = {"request_id": np.int64(request_id)}
@@ -129,14 +130,14 @@ def organise_request(rows: Sequence[Mapping], history: Mapping | None, stages: i
     return record
 
 
-def _pick_negatives(pool: Sequence[Mapping], own: set, request_id: int, count: int) -> list:
+def _pick_negatives(pool: Sequence[Mapping], own: set, request_id: int, count: int, seed: int = 0) -> list:
     if count <= 0:
         return []
     candidates = [p for p in pool if int(p["video_id"]) not in own]
     if len(candidates) < count:
         raise RequestProblem(
             f"negative pool has {len(candidates)} items outside the request, needs {count}")
-    rng = np.random.default_rng(stable_hash(request_id, 7919))
+    rng = np.random.default_rng(stable_hash(request_id, 7919, seed))
     return [candidates[i] for i in rng.choice(len(candidates), count, replace=False)]
 
 

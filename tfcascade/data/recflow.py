@@ -76,7 +76,7 @@ def negative_pool(rows: Sequence[dict], size: int = NEGATIVE_POOL_SIZE) -> list[
 
 
 def read_requests(recflow_dir: str | Path, days: Sequence[str] | None = None, stages: int = 2,
-                  eval_negatives: int = 0, skipped: list | None = None) -> Iterator[dict]:
+                  eval_negatives: int = 0, seed: int = 0, skipped: list | None = None) -> Iterator[dict]:
     """Yields one record per usable request (raw ids), day by day in request order.
 
     Args:
@@ -84,6 +84,8 @@ def read_requests(recflow_dir: str | Path, days: Sequence[str] | None = None, st
       days: which days (default all).
       stages: 2 or 3 (list layout and labels, ``tfcascade/features.py``).
       eval_negatives: sampled negatives to append per request (e.g. 160 on evaluation days).
+      seed: seeds the list order and the negative sampling (deterministic per request; the
+        Beam pipeline's output equals ``seed=0``).
       skipped: if given, receives ``(request_id or None, reason)`` for every malformed row and
         every unusable request, so nothing is dropped silently.
     """
@@ -104,7 +106,7 @@ def read_requests(recflow_dir: str | Path, days: Sequence[str] | None = None, st
         for request_id in sorted(groups):
             try:
                 yield organise_request(groups[request_id], histories.get(request_id), stages,
-                                       pool, eval_negatives)
+                                       pool, eval_negatives, seed)
             except RequestProblem as err:
                 if skipped is not None:
                     skipped.append((request_id, str(err)))

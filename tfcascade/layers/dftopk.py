@@ -19,6 +19,8 @@ class DFTopK(OpLayer):
     Call args: ``scores [..., n]``, optional ``mask`` and ``k``.
     """
 
+    JIT_COMPILE_DEFAULT = True
+
     def __init__(self, k: int, temperature: float = 1.0, return_logits: bool = False, **kwargs):
         self.k = k
         self.temperature = temperature
@@ -30,7 +32,7 @@ class DFTopK(OpLayer):
         return fn(scores, k, temperature=self.temperature, mask=mask)
 
     def call(self, scores, mask=None, k=None):
-        return self._compiled(scores, self.k if k is None else k, mask)
+        return self._compiled(self._checked(scores), self.k if k is None else k, mask)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "k": self.k, "temperature": self.temperature,

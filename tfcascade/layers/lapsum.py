@@ -16,6 +16,8 @@ class LapSumTopK(OpLayer):
       alpha: Laplace scale α > 0.
     """
 
+    JIT_COMPILE_DEFAULT = False
+
     def __init__(self, k: int, alpha: float = 1.0, **kwargs):
         self.k = k
         self.alpha = alpha
@@ -25,7 +27,7 @@ class LapSumTopK(OpLayer):
         return lapsum_topk(scores, k, alpha=self.alpha, mask=mask)
 
     def call(self, scores, mask=None, k=None):
-        return self._compiled(scores, self.k if k is None else k, mask)
+        return self._compiled(self._checked(scores), self.k if k is None else k, mask)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "k": self.k, "alpha": self.alpha}

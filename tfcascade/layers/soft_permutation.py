@@ -18,7 +18,7 @@ class _PermutationLayer(OpLayer):
         return type(self)._fn(scores, self.tau, mask=mask)
 
     def call(self, scores, mask=None):
-        return self._compiled(scores, mask)
+        return self._compiled(self._checked(scores), mask)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "tau": self.tau}

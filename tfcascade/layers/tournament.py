@@ -18,6 +18,8 @@ class TournamentTopK(OpLayer):
     Call args: ``(embeddings [..., n, d], scores [..., n])``; returns the ``(k×d, k)`` pair.
     """
 
+    JIT_COMPILE_DEFAULT = False
+
     def __init__(self, k: int, boost: float = 20.0, **kwargs):
         self.k = k
         self.boost = boost
@@ -27,7 +29,7 @@ class TournamentTopK(OpLayer):
         return tournament_topk(embeddings, scores, self.k, boost=self.boost)
 
     def call(self, embeddings, scores):
-        return self._compiled(embeddings, scores)
+        return self._compiled(embeddings, self._checked(scores))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "k": self.k, "boost": self.boost}

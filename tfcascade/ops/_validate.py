@@ -110,6 +110,13 @@ def check_k(k, scores: tf.Tensor, mask: tf.Tensor | None = None, name: str = "k"
     return k_t
 
 
+def static_k(k):
+    """``k`` as a Python int when it is a (numpy) integer, else unchanged (a tensor)."""
+    if isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_)):
+        return int(k)
+    return k
+
+
 def check_positive(value, name: str) -> float | tf.Tensor:
     """Checks a temperature-like argument is > 0 (Python numbers statically, tensors by assertion)."""
     if isinstance(value, numbers.Number):

