@@ -90,11 +90,17 @@ def _fits(op: str, b: int, n: int) -> bool:
     return True
 
 
-def time_shape(b: int, n: int, k: int, repeats: int, torch_ok: bool, max_seconds: float) -> dict:
+ALL_OPS = ("dftopk", "lapsum", "neural_sort", "soft_sort", "tournament")
+
+
+def time_shape(b: int, n: int, k: int, repeats: int, torch_ok: bool, max_seconds: float,
+               ops=ALL_OPS) -> dict:
     x = tf.random.stateless_normal([b, n], seed=[b, n])
     row: dict = {"shape": f"{b}×{n}/{k}", "B": b, "n": n, "k": k}
     row["tf.math.top_k fwd"] = time_call(lambda: tf.math.top_k(x, k).values.numpy(), repeats, 1, max_seconds)["median_ms"]
     for name, fn in _ops(k).items():
+        if name not in ops:
+            continue
         if not _fits(name, b, n):
             row[f"{name} skipped"] = f"O(n²) memory > {SORT_LIMIT[_mode] / 2**30:g} GB"
             continue
@@ -110,7 +116,7 @@ def time_shape(b: int, n: int, k: int, repeats: int, torch_ok: bool, max_seconds
             except (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError) as err:
                 row[key] = None
                 row[f"{key} error"] = str(err).splitlines()[0][:120]
-    if _fits("tournament", b, n):
+    if "tournament" in ops and _fits("tournament", b, n):
         e = tf.random.stateless_normal([b, n, TOURNAMENT_DIM], seed=[1, n])
         tour = tf.function(lambda a, v: tournament_topk(a, v, k))
         row["tournament graph fwd"] = time_call(lambda: tour(e, x)[0].numpy(), repeats, 1, max_seconds)["median_ms"]
@@ -171,6 +177,8 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", nargs="+", metavar="B,n,k",
                         help="override the shapes, e.g. --shapes 1024,4096,2048 16,32768,16384")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="per measurement")
+    parser.add_argument("--ops", nargs="+", choices=ALL_OPS, default=list(ALL_OPS),
+                        help="which soft operators to time (tf.math.top_k and the PyTorch peer always run)")
     args = parser.parse_args(argv)
     global _mode
     _mode = "quick" if args.quick else "full"
@@ -194,13 +202,14 @@ def main(argv=None) -> int:
     rows = []
     for b, n, k in shapes:
         print(f"timing B={b} n={n} k={k} ...", flush=True)
-        rows.append(time_shape(b, n, k, repeats, torch_ok, args.max_seconds))
+        rows.append(time_shape(b, n, k, repeats, torch_ok, args.max_seconds, args.ops))
     scaling = []
     for n in (SCALING_N[:2] if args.quick else SCALING_N):
         print(f"scaling n={n} ...", flush=True)
-        scaling.append(time_shape(1, n, n // 2, repeats, torch_ok, args.max_seconds))
+        scaling.append(time_shape(1, n, n // 2, repeats, torch_ok, args.max_seconds, args.ops))
     qual = quality()
-    tour = tournament_quality([(256, 16)] if args.quick else [(8192, 512), (16384, 2048), (2048, 8), (200, 10)])
+    tour = [] if "tournament" not in args.ops else tournament_quality(
+        [(256, 16)] if args.quick else [(8192, 512), (16384, 2048), (2048, 8), (200, 10)])
     goals = check_goals(rows, scaling)
     name = "topk_quick" if args.quick else "topk"
     payload = {"rows": rows, "scaling": scaling, "quality": qual, "tournament": tour, "goals": goals,

@@ -93,7 +93,6 @@ def run_fn(fn_args) -> None:
         ``serving_model_dir``, ``model_run_dir``, ``train_steps`` and ``custom_config``.
     """
     from serving.export import write_saved_model
-
     from tfcascade import training
 
     config = resolve_config(fn_args.custom_config)
