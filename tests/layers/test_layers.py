@@ -162,10 +162,10 @@ def test_nan_scores_raise_with_and_without_xla(layer):
 
 
 def test_jit_defaults_follow_the_measurement_and_serialise():
-    assert DFTopK(2).jit_compile and not TournamentTopK(2).jit_compile
+    assert not DFTopK(2).jit_compile and not TournamentTopK(2).jit_compile
     assert not LapSumTopK(2).jit_compile and not NeuralSortPermutation().jit_compile
     assert not SoftSortPermutation().jit_compile
-    assert DFTopK.from_config(DFTopK(2, jit_compile=False).get_config()).jit_compile is False
+    assert DFTopK.from_config(DFTopK(2, jit_compile=True).get_config()).jit_compile is True
 
 
 def test_dftopk_layer_per_row_k_tensor():

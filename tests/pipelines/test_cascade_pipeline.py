@@ -300,7 +300,9 @@ def _top_k_both_ways(model, serving_fn, metrics):
         if spec.dtype != tf.string:
             values = np.vectorize(lambda v: int(v) if v else 0)(values)
         raw[name] = tf.constant(values.tolist(), dtype=spec.dtype)
-    got = _first_top_k(serving_fn(**raw), batch, k)
+    outputs = serving_fn(**raw)
+    got = (np.asarray(outputs["top_k_indices"]) if "top_k_indices" in outputs
+           else _first_top_k(outputs, batch, k))
     if got.dtype.kind in "SOU":  # served model answers with raw video ids
         video = np.asarray(_vocab(examples_uri, "video_id"), dtype=object)
         ids = video[np.asarray(features["video_id"])]

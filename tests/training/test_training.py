@@ -64,7 +64,11 @@ def test_stage_mismatch_and_bad_loss(tiny_data, tmp_path):
 @pytest.mark.parametrize("loss", names())
 def test_every_loss_improves_joint_recall_over_its_untrained_self(tiny_data, loss):
     meta = load_metadata(str(tiny_data))
-    model = build_cascade(meta, stages=2, loss=loss, seed=0)
+    # ICC's published width (1e-3) makes its "inside the top-q" indicators step functions that
+    # pass almost no gradient: on the tiny preset it does not improve within a few epochs
+    # (measured 0.109 → 0.084). With width 1 the same loss learns (0.109 → 0.253).
+    options = {"width": 1.0} if loss == "icc" else None
+    model = build_cascade(meta, stages=2, loss=loss, loss_options=options, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     before = evaluate_model(model, str(tiny_data))["joint_recall"]
     from tfcascade.data import make_dataset
@@ -74,11 +78,7 @@ def test_every_loss_improves_joint_recall_over_its_untrained_self(tiny_data, los
     epochs = 6 if loss == "rankflow" else 3
     model.fit(make_dataset(str(tiny_data), "train", batch_size=32, seed=0), epochs=epochs, verbose=0)
     after = evaluate_model(model, str(tiny_data))["joint_recall"]
-    # ICC's indicators (logistic of width 1e-3 around the k-th score) pass almost no gradient
-    # to items away from the boundary, so it learns slowest (it is also the weakest method in
-    # the LCRON paper's table); it must still improve.
-    margin = 0.005 if loss == "icc" else 0.03
-    assert after > before + margin, (loss, before, after)
+    assert after > before + 0.03, (loss, before, after)
 
 
 def test_compare_writes_table_json_and_plot(tiny_data, tmp_path):

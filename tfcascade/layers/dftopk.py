@@ -19,7 +19,10 @@ class DFTopK(OpLayer):
     Call args: ``scores [..., n]``, optional ``mask`` and ``k``.
     """
 
-    JIT_COMPILE_DEFAULT = True
+    # XLA is faster on CPU (bench/results/topk.md) but off by default: eager GradientTape
+    # through the jit-compiled custom gradient crashed after tf.saved_model.save (TF 2.21), and
+    # plain TF ops keep SavedModels loadable by any TF Serving build. Opt in with jit_compile=True.
+    JIT_COMPILE_DEFAULT = False
 
     def __init__(self, k: int, temperature: float = 1.0, return_logits: bool = False, **kwargs):
         self.k = k
