@@ -110,3 +110,24 @@ def write_results(name: str, payload: dict, markdown: str, out_dir: Path | None 
               f"commit {machine['git_commit']}.\n\n")
     md_path.write_text(header + markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def plot_quality_vs_cost(points: dict, n: int, ylabel: str, title: str, path: Path) -> None:
+    """Scatter of ``{label: (µs per candidate, quality, quality std or None)}`` on a log cost axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, (cost, quality, std) in points.items():
+        ax.errorbar(cost, quality, yerr=std, fmt="o", capsize=3)
+        ax.annotate(label, (cost, quality), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"µs per candidate (N={n})")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

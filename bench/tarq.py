@@ -27,7 +27,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 (tf_keras) before T
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bench.common import RESULTS_DIR, markdown_table, time_call, write_results  # noqa: E402
+from bench.common import RESULTS_DIR, markdown_table, plot_quality_vs_cost, time_call, write_results  # noqa: E402
 from tfcascade._keras import keras  # noqa: E402
 from tfcascade.features import HISTORY_LENGTH, HISTORY_TO_ITEM, ITEM_FEATURES, USER_FEATURES  # noqa: E402
 from tfcascade.models.tarq import TARQ, CodebookMonitor, codebook_utilisation  # noqa: E402
@@ -264,7 +264,8 @@ def main(argv=None) -> int:
                            + [f"µs/candidate N={n}" for n in sizes]
                            + [f"DIN cost / cost (N={sizes[-1]})", "codebook utilisation (per level)", "train s"], rows)
     png = RESULTS_DIR / f"{args.name}.png"
-    _plot(payload["models"], sizes[-1], png)
+    plot_quality_vs_cost({name: (r[f"us_per_candidate@{sizes[-1]}"], r["auc"], None) for name, r in payload["models"].items()},
+                         sizes[-1], "test AUC", "pre-ranking quality vs scoring cost", png)
     markdown = (f"Hand-made requests (target-attention ground truth; oracle AUC {oracle_auc:.4f}), "
                 f"{args.train_requests} training / {args.test_requests} test requests × {args.candidates} "
                 f"candidates, {args.epochs} epochs, Adam 1e-2, batch 256; TARQ L={args.levels}, C={args.codebook_size}, "
@@ -274,26 +275,6 @@ def main(argv=None) -> int:
     write_results(args.name, payload, markdown)
     print(markdown)
     return 0
-
-
-def _plot(models: dict, n: int, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for name, r in models.items():
-        ax.scatter(r[f"us_per_candidate@{n}"], r["auc"])
-        ax.annotate(name, (r[f"us_per_candidate@{n}"], r["auc"]), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"µs per candidate (N={n})")
-    ax.set_ylabel("test AUC")
-    ax.set_title("pre-ranking quality vs scoring cost")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, seconds (used by make demo)")
     parser.add_argument("--out", default=str(RESULTS_DIR))
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per measurement (capped by --max-seconds)")
     parser.add_argument("--shapes", nargs="+", metavar="B,n,k",
                         help="override the shapes, e.g. --shapes 1024,4096,2048 16,32768,16384")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="per measurement")
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     name = "topk_quick" if args.quick else "topk"
     payload = {"rows": rows, "scaling": scaling, "quality": qual, "tournament": tour, "goals": goals,
                "torch_threads": _torch_threads() if torch_ok else None}
-    md = render(rows, scaling, qual, tour, goals, torch_ok)
+    md = render(rows, scaling, qual, tour, goals, torch_ok) + f"\n\n![time vs n]({name}_time_vs_n.png)"
     out = Path(args.out)
     write_results(name, payload, md, out)
     plot(scaling, out / f"{name}_time_vs_n.png")

@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["_intro.md", "data.md", "ops.md", "ops_dftopk.md", "ops_relaxations.md", "losses.md", "metrics.md",
         "cascade.md", "pipeline.md", "serving.md", "topkgat.md", "tarq.md"]
-BENCH = ["topk.md", "cascade.md", "simulator.md", "preprocess.md", "topkgat.md", "tarq.md"]
+BENCH = ["topk.md", "cascade.md", "simulator.md", "preprocess.md", "topkgat.md", "tarq_simulator.md", "tarq.md"]
 
 
 def build() -> str:
@@ -24,6 +25,7 @@ def build() -> str:
         path = ROOT / "bench" / "results" / name
         if path.exists():
             body = path.read_text().strip().replace("\n# ", "\n#### ").replace("\n## ", "\n#### ")
+            body = re.sub(r"\]\(([\w.-]+\.png)\)", r"](bench/results/\1)", body)  # plots sit next to the tables
             bench.append(f"### bench/results/{name}\n\n{body}")
     parts.append("\n\n".join(bench))
     dev = ROOT / "docs" / "_development.md"

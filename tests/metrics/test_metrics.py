@@ -170,3 +170,35 @@ def test_metrics_serialise_and_reject_bad_inputs():
         ndcg(np.zeros((1, 5)), np.zeros((1, 5)), 2, gain="log")
     with pytest.raises(ValueError, match="non-increasing"):
         cascade_select([tf.zeros([1, 5])] * 2, [2, 3])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(2, 25), ties=st.booleans())
+def test_gauc_equals_pairwise_brute_force(seed, n, ties):
+    from tfcascade.metrics.functions import gauc
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 30, (6, n)).astype(float)
+    labels[rng.random((6, n)) < 0.2] = -1.0  # padding
+    scores = rng.integers(0, 4, (6, n)).astype(float) if ties else rng.normal(size=(6, n))
+    k = int(rng.integers(1, n + 1))
+    gt = ground_truth(labels, k)
+    per_request = []
+    for b in range(6):
+        pos = [i for i in range(n) if gt[b, i]]
+        neg = [j for j in range(n) if labels[b, j] >= 0 and not gt[b, j]]
+        if pos and neg:
+            wins = sum(1.0 if scores[b, i] > scores[b, j] else 0.5 if scores[b, i] == scores[b, j] else 0.0
+                       for i in pos for j in neg)
+            per_request.append(wins / (len(pos) * len(neg)))
+    expected = float(np.mean(per_request)) if per_request else 0.0
+    assert gauc(labels, scores, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_gauc_rejects_nan_and_bad_k():
+    from tfcascade.metrics.functions import gauc
+
+    with pytest.raises(ValueError, match="NaN"):
+        gauc(np.array([[1.0, 0.0]]), np.array([[np.nan, 0.0]]), 1)
+    with pytest.raises(ValueError, match="k=0"):
+        gauc(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]), 0)

@@ -24,7 +24,7 @@ def test_order_keys_preserve_order_and_invert(dtype):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**16), n=st.integers(1, 300), method=st.sampled_from(["count", "auto"]),
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 300), method=st.sampled_from(["count", "auto", "extract"]),
        ties=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
 def test_selection_equals_numpy_sort(seed, n, method, ties, dtype, data):
     rng = np.random.default_rng(seed)
@@ -69,7 +69,7 @@ def test_public_kth_largest_examples_and_leading_dims():
     assert kth_largest(tf.constant(y, tf.bfloat16), 1).dtype == tf.bfloat16
 
 
-@pytest.mark.parametrize("k", [1, 7, 64, 65, 199, 200])
+@pytest.mark.parametrize("k", [1, 7, 16, 17, 64, 65, 199, 200])
 def test_eager_graph_xla_agree_for_every_path(k):
     x = tf.random.stateless_normal([3, 200], seed=[1, 2])
     want = np.sort(x.numpy(), -1)[:, ::-1][:, k - 1]
@@ -85,3 +85,27 @@ def test_method_argument_is_checked():
         kth_largest_pair(x, 1, valid, method="sort")
     with pytest.raises(ValueError, match="k=4"):
         kth_largest_pair(x, 4, valid, method="topk")
+    with pytest.raises(ValueError, match="method='extract' needs a static"):
+        kth_largest_pair(x, tf.constant([1]), valid, method="extract")
+
+
+def test_auto_extracts_only_under_xla():
+    from tfcascade.ops import select
+
+    seen = []
+    real = select._pair_by_extraction
+
+    def spy(*args):
+        seen.append(args[1])
+        return real(*args)
+
+    x = tf.random.stateless_normal([4, 40], seed=[3, 4])
+    want = np.sort(x.numpy(), -1)[:, ::-1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(select, "_pair_by_extraction", spy)
+        got = tf.function(lambda a: kth_largest_pair(a, 10, tf.ones_like(a, tf.bool)), jit_compile=True)(x)
+        assert seen == [10]
+        tf.function(lambda a: kth_largest_pair(a, 10, tf.ones_like(a, tf.bool)))(x)
+        assert seen == [10]  # plain graph: top_k path
+    np.testing.assert_array_equal(got[0].numpy()[:, 0], want[:, 9])
+    np.testing.assert_array_equal(got[1].numpy()[:, 0], want[:, 10])

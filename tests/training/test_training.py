@@ -91,3 +91,47 @@ def test_compare_writes_table_json_and_plot(tiny_data, tmp_path):
     assert data["dftopk"]["joint_recall"]["std"] == pytest.approx(np.std(runs, ddof=1))
     assert table == data
     assert "| dftopk |" in (tmp_path / "compare.md").read_text() and (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_compare_resumes_finished_runs_and_refuses_foreign_ones(tiny_data, tmp_path, monkeypatch):
+    import importlib
+
+    compare_module = importlib.import_module("tfcascade.training.compare")
+
+    first = compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, batch_size=64, steps_per_epoch=1,
+                    verbose=0)
+    calls = []
+
+    def fake_train(data_dir, model_dir, loss, stages, seed, **kwargs):
+        calls.append((loss, seed))
+        return {"loss": loss, "stages": stages, "seed": seed, "joint_recall": 0.5}
+
+    monkeypatch.setattr(compare_module, "train", fake_train)
+    table = compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=2, verbose=0)
+    assert calls == [("bce", 1)]  # seed 0 was read from its metrics.json, only seed 1 trained
+    assert table["bce"]["joint_recall"]["runs"] == [first["bce"]["joint_recall"]["runs"][0], 0.5]
+    compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, resume=False, verbose=0)
+    assert calls[-1] == ("bce", 0)
+    metrics = tmp_path / "runs" / "bce" / "seed0" / "metrics.json"
+    metrics.write_text(json.dumps({"loss": "bce", "stages": 3, "seed": 0}))
+    with pytest.raises(ValueError, match="stages=3"):
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, verbose=0)
+    metrics.write_text(json.dumps({"loss": "bce", "stages": 2, "seed": 0, "epochs": 1}))
+    with pytest.raises(ValueError, match="epochs=1 .expected 2"):
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, epochs=2, verbose=0)
+
+
+def test_train_with_a_tarq_stage_monitors_codebooks_and_reloads(tiny_data, tmp_path):
+    from tfcascade.models.tarq import TARQ
+    from tfcascade.training.trainer import load_model
+
+    metrics = train(str(tiny_data), str(tmp_path), loss="dftopk", batch_size=64, steps_per_epoch=3,
+                    stage_models=("dssm", "tarq"), codebook_reset_every=2, verbose=0)
+    assert metrics["stage_models"] == ["dssm", "tarq"]
+    model = load_model(str(tmp_path))
+    assert isinstance(model.stage_models[1], TARQ)
+    usage = metrics["tarq_utilisation"]
+    assert len(usage) == model.stage_models[1].num_levels and all(0.0 < u <= 1.0 for u in usage)
+    assert json.loads((tmp_path / "config.json").read_text())["stage_models"] == ["dssm", "tarq"]
+    with pytest.raises(ValueError, match="stage_models"):
+        train(str(tiny_data), str(tmp_path / "bad"), stage_models=("dssm", "transformer"), verbose=0)

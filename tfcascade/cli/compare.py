@@ -11,6 +11,8 @@ def add_parser(subparsers):
     p.add_argument("--losses", default="all", help="'all' or a comma-separated list")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--out", required=True, help="writes compare.json, compare.md, compare.png, runs/")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="train every run again even where runs/<loss>/seed<i>/metrics.json exists")
     return p
 
 
@@ -23,7 +25,7 @@ def run(args) -> int:
     losses = "all" if args.losses == "all" else [s.strip() for s in args.losses.split(",") if s.strip()]
     kwargs = train_kwargs(args)
     kwargs["verbose"] = 0
-    compare(args.data, args.out, losses=losses, seeds=args.seeds, **kwargs)
+    compare(args.data, args.out, losses=losses, seeds=args.seeds, resume=args.resume, **kwargs)
     with open(f"{args.out}/compare.md") as fh:
         print(fh.read())
     return 0

@@ -164,3 +164,34 @@ def ndcg(labels, scores, k: int = 10, mask=None, gain: str = "linear") -> float:
     dcg = (np.take_along_axis(g, _order(scores, valid)[:, :cut], axis=-1) * discounts).sum(-1)
     idcg = (-np.sort(-g, axis=-1)[:, :cut] * discounts).sum(-1)
     return _mean(dcg / np.where(idcg > 0, idcg, 1.0), idcg > 0)
+
+
+def gauc(labels, scores, k: int = 10, mask=None) -> float:
+    """Mean per-request ROC AUC of one stage: the ground truth CS_gt (top-k labels) against
+    every other valid item of the same request ("group AUC").
+
+        AUC_b = (#{(i, j): i ∈ CS_gt, j ∉ CS_gt, s_i > s_j} + ½ #{… s_i = s_j}) / (|CS_gt| · |rest|)
+
+    Args:
+      labels: ``[B, n]`` graded labels, −1 = padding.
+      scores: ``[B, n]`` the stage's scores.
+      k: ground-truth size K.
+      mask: optional ``[B, n]`` validity.
+
+    Returns:
+      The mean over requests with at least one positive and one negative.
+    """
+    from scipy.stats import rankdata
+
+    labels, valid = _check_labels(labels, mask)
+    scores = _check_scores("scores", scores, labels)
+    gt = _top(labels, valid, _check_positive("k", k))
+    if np.isnan(scores[valid]).any():
+        raise ValueError("scores contain NaN at valid items")
+    ranks = rankdata(np.where(valid, scores, np.nan), axis=-1, nan_policy="omit")  # valid items: 1..#valid
+    n_pos = gt.sum(-1)
+    n_neg = valid.sum(-1) - n_pos
+    rank_sum = np.where(gt, np.nan_to_num(ranks), 0.0).sum(-1)
+    keep = (n_pos > 0) & (n_neg > 0)
+    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * n_neg, 1)
+    return _mean(auc, keep)

@@ -13,7 +13,10 @@ and a per-row bracket [lo, hi] ∋ key(x_[k]) is bisected with one fused compare
 bracket closes (ties across the boundary: x_[k] = x_[k+1]). Each pass is O(n); at most 32 (64)
 passes, typically ~log2(n) + a few for continuous scores. For a small static k,
 ``tf.math.top_k(x, k + 1)`` followed by reductions only is used instead (cheaper there;
-REFERENCES.md §8: never slice columns out of top_k values under XLA).
+REFERENCES.md §8: never slice columns out of top_k values under XLA). Under XLA, short lists
+with a very small static k use **extraction** instead: k + 1 rounds of "take the row maximum
+and all its copies", O(k·n) in fused reductions — XLA's CPU TopK is a sort and costs more
+there (bench/topk.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from tfcascade.ops._validate import check_k, check_mask, check_scores, static_k
 
 # Below this k the top_k(k + 1) path is used (measured in bench/topk.py).
 TOPK_PATH_MAX_K = 64
+# Under XLA, extraction (k + 1 max-reductions) replaces top_k for k and n up to these.
+EXTRACT_MAX_K = 16
+EXTRACT_MAX_N = 256
+METHODS = ("auto", "topk", "count", "extract")
 
 
 def order_keys(x: tf.Tensor) -> tf.Tensor:
@@ -53,6 +60,32 @@ def _pair_by_topk(x: tf.Tensor, k: int, valid: tf.Tensor):
     low = tf.fill(tf.shape(x), tf.constant(-float("inf"), x.dtype))
     values = tf.math.top_k(tf.where(valid, x, low), k=k + 1, sorted=False).values
     return _second_smallest(values), tf.reduce_min(values, axis=-1, keepdims=True)
+
+
+def _pair_by_extraction(x: tf.Tensor, k: int, valid: tf.Tensor):
+    """k + 1 rounds of "take the row maximum and every copy of it" (multiplicity counted)."""
+    ninf = tf.constant(-float("inf"), x.dtype)
+    shape = tf.concat([tf.shape(x)[:-1], [1]], 0)
+    alive, taken = valid, tf.zeros(shape, tf.int32)
+    kth = nxt = tf.fill(shape, ninf)
+    for _ in range(k + 1):
+        top = tf.reduce_max(tf.where(alive, x, ninf), axis=-1, keepdims=True)
+        hit = tf.logical_and(alive, x == top)
+        now = taken + tf.reduce_sum(tf.cast(hit, tf.int32), axis=-1, keepdims=True)
+        kth = tf.where(tf.logical_and(taken < k, now >= k), top, kth)
+        nxt = tf.where(tf.logical_and(taken <= k, now > k), top, nxt)
+        taken, alive = now, tf.logical_and(alive, tf.logical_not(hit))
+    return kth, nxt
+
+
+def in_xla_context() -> bool:
+    """True while tracing a function that XLA compiles (``jit_compile=True``)."""
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # private API moved: fall back to the paths that suit both
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
 
 
 def _pair_by_counting(x: tf.Tensor, k: tf.Tensor, valid: tf.Tensor):
@@ -105,13 +138,21 @@ def kth_largest_pair(x: tf.Tensor, k, valid: tf.Tensor, method: str = "auto"):
       x: float32/float64 ``[..., n]`` without NaN (checked by the callers).
       k: Python int or int32 tensor broadcastable to the batch shape; 1 ≤ k ≤ #valid.
       valid: bool ``[..., n]``.
-      method: ``auto`` (top_k for static k ≤ TOPK_PATH_MAX_K, counting otherwise), ``topk``
-        (static k < n only) or ``count``.
+      method: ``auto`` (under XLA extraction for static k ≤ EXTRACT_MAX_K and n ≤
+        EXTRACT_MAX_N; else top_k for static k ≤ TOPK_PATH_MAX_K; else counting), ``topk``
+        (static k < n only), ``extract`` (static k only) or ``count``.
     """
-    if method not in ("auto", "topk", "count"):
-        raise ValueError(f"method must be auto, topk or count, got method={method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got method={method!r}")
     static_k = isinstance(k, int)
     n = x.shape[-1]
+    if method == "extract" and not static_k:
+        raise ValueError(f"method='extract' needs a static (Python int) k, got k={k!r}")
+    if method == "auto" and static_k and n is not None and k <= EXTRACT_MAX_K and n <= EXTRACT_MAX_N \
+            and in_xla_context():
+        method = "extract"
+    if method == "extract":
+        return _pair_by_extraction(x, k, valid)
     use_topk = static_k and (method == "topk" or (method == "auto" and k <= TOPK_PATH_MAX_K)) and (
         n is not None and k < n)
     if method == "topk" and not use_topk:

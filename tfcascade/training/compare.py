@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Sequence
 
 from tfcascade.losses import registry
-from tfcascade.training.trainer import train
+from tfcascade.training.trainer import METRICS_FILE, train
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,31 @@ def summarise(runs: Sequence[dict], keys: Sequence[str]) -> dict:
     return out
 
 
+def finished_run(model_dir: str, **settings) -> dict | None:
+    """The metrics of a finished run in ``model_dir`` (its ``metrics.json``), or None.
+
+    A run counts as finished only if its metrics record the same ``settings`` (loss, stages,
+    seed, and epochs / batch_size / lr where given); a run with other settings is an error.
+    """
+    path = os.path.join(model_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        metrics = json.load(fh)
+    differ = {key: (metrics.get(key), value) for key, value in settings.items() if metrics.get(key) != value}
+    if differ:
+        found = ", ".join(f"{key}={old!r} (expected {new!r})" for key, (old, new) in differ.items())
+        raise ValueError(f"{path} was trained with other settings: {found}; use another out_dir or resume=False")
+    return metrics
+
+
 def compare(data_dir: str, out_dir: str, losses: Sequence[str] | str = "all", seeds: int = 5, stages: int = 2,
-            **train_kwargs) -> dict:
+            resume: bool = True, **train_kwargs) -> dict:
     """Trains ``losses`` × ``seeds`` and writes ``compare.json``, ``compare.md``, ``compare.png``.
+
+    With ``resume`` (the default) a run whose ``runs/<loss>/seed<i>/metrics.json`` already
+    exists is read instead of trained again, so an interrupted comparison continues where it
+    stopped (and several processes can share one ``out_dir``, e.g. one per loss).
 
     Returns:
       loss name → ``{"joint_recall": {"mean", "std", "runs"}, ...}`` (also in compare.json).
@@ -54,6 +76,12 @@ def compare(data_dir: str, out_dir: str, losses: Sequence[str] | str = "all", se
         runs = []
         for seed in range(seeds):
             model_dir = os.path.join(out_dir, "runs", name, f"seed{seed}")
+            settings = {key: train_kwargs[key] for key in ("epochs", "batch_size", "lr") if key in train_kwargs}
+            done = finished_run(model_dir, loss=name, stages=stages, seed=seed, **settings) if resume else None
+            if done is not None:
+                log.info("compare: %s seed %d already finished in %s", name, seed, model_dir)
+                runs.append(done)
+                continue
             log.info("compare: %s seed %d", name, seed)
             runs.append(train(data_dir, model_dir, loss=name, stages=stages, seed=seed, **train_kwargs))
         table[name] = summarise(runs, keys)

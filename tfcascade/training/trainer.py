@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfcascade._keras import keras
 from tfcascade.data.tfdata import load_metadata, make_dataset
 from tfcascade.models.cascade import CascadeModel, build_cascade
+from tfcascade.models.tarq import TARQ, CodebookMonitor
 from tfcascade.training.callbacks import StepTimer
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
           train_files: Sequence[str] | None = None, eval_files: Sequence[str] | None = None,
           steps_per_epoch: int | None = None, embedding_dim: int = 8, eval_batch_size: int = 256,
           verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = (),
-          backup_every: int | str = "epoch") -> dict:
+          backup_every: int | str = "epoch", stage_models: Sequence[str] | None = None,
+          codebook_reset_every: int = 50) -> dict:
     """Trains a cascade (Adam, one pass by default — REFERENCES.md §4) and evaluates it.
 
     Writes ``model_dir/config.json``, ``checkpoints/``, TensorBoard logs in ``logs/`` and
@@ -50,6 +52,10 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
       epochs, batch_size, lr, seed: the usual; ``steps_per_epoch`` caps each epoch.
       strategy: a ``tf.distribute`` strategy (default: the current one).
       train_files, eval_files: explicit TFRecord files (the TFX Trainer passes them).
+      stage_models: stage kinds, earliest first (default DSSM → DIN / DSSM → MLP → DIN);
+        e.g. ``("dssm", "tarq", "din")``. Every TARQ stage gets a ``CodebookMonitor``
+        (k-means start, dead-code reset every ``codebook_reset_every`` batches) and its final
+        codebook utilisation per level is reported as ``tarq_utilisation``.
 
     Returns:
       The evaluation metrics plus ``train_step_ms`` and ``train_seconds``.
@@ -66,13 +72,17 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
     options = _loss_options(loss, temperature, loss_options)
     with strategy.scope():
         model = build_cascade(meta, stages=stages, loss=loss, embedding_dim=embedding_dim,
-                              loss_options=options, seed=seed)
+                              loss_options=options, seed=seed, stage_models=stage_models)
         model.compile(optimizer=keras.optimizers.Adam(lr))
     model.save_config(os.path.join(model_dir, CONFIG_FILE))
     train_ds = make_dataset(list(train_files) if train_files else data_dir, "train", batch_size,
                             shuffle=True, num_epochs=1, seed=seed)
+    with strategy.scope():  # BackupAndRestore restores into built weights and optimizer slots
+        model({name: value for name, value in next(iter(train_ds.take(1))).items() if name != "label"})
     timer = StepTimer()
-    cbs = [keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq=10), timer, *callbacks]
+    tarq_stages = [stage for stage in model.stage_models if isinstance(stage, TARQ)]
+    monitors = [CodebookMonitor(stage.quantizer, every=codebook_reset_every, seed=seed) for stage in tarq_stages]
+    cbs = [*monitors, keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq=10), timer, *callbacks]
     if not isinstance(strategy, tf.distribute.OneDeviceStrategy):  # BackupAndRestore refuses it
         cbs.insert(1, keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), save_freq=backup_every,
                                                        delete_checkpoint=True))
@@ -84,7 +94,10 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
     tf.train.Checkpoint(model=model).write(os.path.join(model_dir, CHECKPOINT_PREFIX))
     metrics = evaluate_model(model, list(eval_files) if eval_files else data_dir, eval_batch_size)
     metrics.update(train_step_ms=timer.median_ms, train_seconds=round(seconds, 3), loss=loss,
-                   stages=stages, seed=seed, epochs=epochs, steps=len(timer.times_ms))
+                   stages=stages, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, steps=len(timer.times_ms),
+                   stage_models=list(model.config()["stage_models"]))
+    if tarq_stages:
+        metrics["tarq_utilisation"] = [float(u) for u in tarq_stages[0].quantizer.utilisation()]
     with tf.io.gfile.GFile(os.path.join(model_dir, METRICS_FILE), "w") as fh:
         fh.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info("trained %s (%d stages): %s", loss, stages, metrics)
