@@ -1,6 +1,6 @@
 """Cascade-loss benchmark: every loss × seeds on the simulator, and train-step cost vs list length.
 
-    python -m bench.cascade [--quick] [--seeds 5] [--stages 2 3] [--epochs 3]
+    python -m bench.cascade [--quick] [--seeds 5] [--stages 2 3] [--epochs 1] [--batch-size 256] [--work DIR]
 
 1. ``compare`` on the simulator's ``small`` preset (``tiny`` with --quick), two-stage and
    three-stage: mean ± std of Joint Recall@10@q_T, per-stage Recall/NDCG and train-step time.
@@ -139,8 +139,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the data (the paper: one)")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="256: the small preset's 14,000 requests give 55 steps per pass (1024 gives 14)")
     parser.add_argument("--losses", default="all")
     parser.add_argument("--no-steps", dest="steps", action="store_false",
                         help="skip the train-step timings (e.g. in parallel per-stage runs)")
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
                   f"![joint recall, {stages} stages](cascade{suffix}_{stages}stage.png)", ""]
     batch = 128
     repeats = 5 if args.quick else 10
-    data2 = prepare(preset, 2, work)
+    data2 = prepare(preset, 2, work) if args.steps else None
     timings = () if not args.steps else (
             ("loss_step_ms", "Loss forward+backward per step", lambda name, n: loss_step_ms(name, n, batch, repeats)),
             ("train_step_ms", "Full two-stage train step (DSSM → DIN, Adam)",

@@ -84,7 +84,7 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
     monitors = [CodebookMonitor(stage.quantizer, every=codebook_reset_every, seed=seed) for stage in tarq_stages]
     cbs = [*monitors, keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq=10), timer, *callbacks]
     if not isinstance(strategy, tf.distribute.OneDeviceStrategy):  # BackupAndRestore refuses it
-        cbs.insert(1, keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), save_freq=backup_every,
+        cbs.insert(len(monitors) + 1, keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), save_freq=backup_every,
                                                        delete_checkpoint=True))
     start = time.perf_counter()
     if steps_per_epoch:
