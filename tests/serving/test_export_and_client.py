@@ -187,3 +187,24 @@ def test_export_cli_publishes_numbered_versions(tiny_data, tiny_model_dir, tmp_p
     assert out["top_k_indices"].shape == (1, 5)
     with pytest.raises(FileExistsError, match="version 1"):
         main(argv + ["--version", "1"])
+
+
+def test_cascade_with_a_tarq_stage_exports_and_serves_identically(tiny_data, tmp_path):
+    from tfcascade.models.tarq import TARQ
+    from tfcascade.training import train
+
+    train(str(tiny_data), str(tmp_path / "m"), loss="dftopk", batch_size=64, steps_per_epoch=2,
+          stage_models=("dssm", "tarq"), verbose=0)
+    model = load_model(str(tmp_path / "m"))
+    assert isinstance(model.stage_models[1], TARQ)
+    path = str(tmp_path / "sm")
+    write_saved_model(model, path, str(tiny_data / "vocab"))
+    batch = next(iter(make_dataset(str(tiny_data), "eval", batch_size=3, shuffle=False)))
+    raw = raw_from_indices({k: v.numpy() for k, v in batch.items()}, load_vocabularies(str(tiny_data)))
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in raw.items()})
+    idx, scores = model.select(batch)
+    np.testing.assert_array_equal(out["top_k_indices"].numpy(), idx.numpy())
+    np.testing.assert_allclose(out["top_k_scores"].numpy(), scores.numpy(), rtol=1e-5, atol=1e-6)
+    rank = loaded.signatures["rank"](**{k: tf.constant(v) for k, v in raw.items()})["scores"]
+    np.testing.assert_allclose(rank.numpy(), model.stage_scores(batch)[1].numpy(), rtol=1e-5, atol=1e-6)
