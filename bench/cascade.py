@@ -91,15 +91,30 @@ def model_step_ms(data: Path, loss_name: str, n: int, batch: int, repeats: int) 
     return time_call(lambda: {k: v.numpy() for k, v in step(features).items()}, repeats, 2, 30.0)["median_ms"]
 
 
+def eval_arrays(model, data: Path) -> dict:
+    """The eval split as numpy: ``label``, ``mask``, ``stage`` and the item features ``[R, n]``,
+    plus every stage's ``scores`` ``[R, S, n]`` (earliest stage first)."""
+    from tfcascade.data.tfdata import make_dataset
+    from tfcascade.features import ITEM_FEATURES
+
+    keys = ("label", "mask", "stage", *ITEM_FEATURES)
+    parts: dict = {key: [] for key in (*keys, "scores")}
+    for features in make_dataset(str(data), "eval", 500, shuffle=False):
+        parts["scores"].append(np.stack([s.numpy() for s in model.stage_scores(features)], 1))
+        for key in keys:
+            parts[key].append(features[key].numpy())
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
 def logged_only_recall(data: Path, runs: Path, losses, seeds: int) -> dict:
     """Joint Recall@10@q_T of every trained run on the eval lists without their sampled negatives.
 
     The eval lists are the 40 (50) logged items plus 160 negatives sampled from other requests;
     this separates "orders the logged items well" from "keeps the sampled negatives out".
     """
-    from tfcascade.data.tfdata import make_dataset
     from tfcascade.features import STAGE_CODES
     from tfcascade.metrics.functions import joint_recall
+    from tfcascade.training.compare import summarise
     from tfcascade.training.trainer import load_model
 
     out = {}
@@ -107,15 +122,10 @@ def logged_only_recall(data: Path, runs: Path, losses, seeds: int) -> dict:
         values = []
         for seed in range(seeds):
             model = load_model(str(runs / "runs" / name / f"seed{seed}"))
-            labels, scores, mask = [], [], []
-            for features in make_dataset(str(data), "eval", 500, shuffle=False):
-                scores.append(np.stack([s.numpy() for s in model.stage_scores(features)], 1))
-                labels.append(features["label"].numpy())
-                mask.append(features["mask"].numpy() * (features["stage"].numpy() != STAGE_CODES["sampled_neg"]))
-            values.append(joint_recall(np.concatenate(labels), np.concatenate(scores), model.k, model.qs,
-                                       mask=np.concatenate(mask)))
-        out[name] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0,
-                     "runs": values}
+            ev = eval_arrays(model, data)
+            logged = ev["mask"] * (ev["stage"] != STAGE_CODES["sampled_neg"])
+            values.append({"joint_recall": joint_recall(ev["label"], ev["scores"], model.k, model.qs, mask=logged)})
+        out[name] = summarise(values, ["joint_recall"])["joint_recall"]
     return out
 
 

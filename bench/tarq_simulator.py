@@ -17,7 +17,6 @@ candidate item of the eval split). Writes ``tarq_simulator.md``, ``.json`` and `
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -26,35 +25,21 @@ import numpy as np
 import tfcascade  # noqa: F401
 import tensorflow as tf
 
-from bench.cascade import prepare, tiled_batch
+from bench.cascade import eval_arrays, prepare, tiled_batch
 from bench.common import RESULTS_DIR, markdown_table, plot_quality_vs_cost, time_call, write_results
-from tfcascade.data.tfdata import make_dataset
 from tfcascade.features import ITEM_FEATURES
 from tfcascade.metrics.functions import gauc
 from tfcascade.models.tarq import TARQ, codebook_utilisation
-from tfcascade.training.compare import finished_run
+from tfcascade.training.compare import finished_run, summarise
 from tfcascade.training.trainer import load_model, train
 
 PRERANKERS = {"mlp": "MLP pre-ranker", "tarq": "TARQ", "din": "DIN (full target attention)"}
 PRERANK = 1  # index of the pre-ranking stage in a 3-stage cascade
 
 
-def eval_scores(model, data: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Labels ``[R, n]``, pre-ranking scores ``[R, n]`` and the candidate items' features."""
-    labels, scores, items = [], [], {name: [] for name in ITEM_FEATURES}
-    stage = model.stage_models[PRERANK]
-    for features in make_dataset(str(data), "eval", 256, shuffle=False):
-        valid = features["mask"] > 0
-        labels.append(np.where(valid, features["label"], -1.0))
-        scores.append(stage(features).numpy())
-        for name in ITEM_FEATURES:
-            items[name].append(features[name].numpy().reshape(-1))
-    return np.concatenate(labels), np.concatenate(scores), {k: np.concatenate(v) for k, v in items.items()}
-
-
 def utilisation(stage: TARQ, items: dict) -> list[float]:
-    """Fraction of each level's codes used by the distinct candidate items."""
-    unique = np.unique(np.stack([items[name] for name in ITEM_FEATURES], 1), axis=0)
+    """Fraction of each level's codes used by the distinct candidate items (``items``: ``[R, n]``)."""
+    unique = np.unique(np.stack([items[name].reshape(-1) for name in ITEM_FEATURES], 1), axis=0)
     unique = unique[unique[:, 0] > 0]
     feats = {name: tf.constant(unique[None, :, i]) for i, name in enumerate(ITEM_FEATURES)}
     codes = stage.quantizer.encode(stage.item_vectors(feats)[0]).numpy()
@@ -78,11 +63,6 @@ def scoring_ms(stage, data: Path, n: int) -> float:
         def serve(f):
             return stage(f)
     return time_call(lambda: serve(features).numpy(), repeats=20, warmup=3, max_seconds=20)["median_ms"]
-
-
-def summary(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "runs": values}
 
 
 def main(argv=None) -> int:
@@ -110,19 +90,19 @@ def main(argv=None) -> int:
                 str(data), model_dir, loss=args.loss, stages=3, seed=seed, stage_models=("dssm", kind, "din"),
                 verbose=2, **settings)
             model = load_model(model_dir)
-            labels, scores, items = eval_scores(model, data)
-            run = {"gauc": gauc(labels, scores, 10), "joint_recall": metrics["joint_recall"],
+            ev = eval_arrays(model, data)
+            run = {"gauc": gauc(ev["label"], ev["scores"][:, PRERANK], model.k, mask=ev["mask"]),
+                   "joint_recall": metrics["joint_recall"],
                    "prerank_recall": metrics["prerank_recall"], "prerank_ndcg": metrics["prerank_ndcg"],
                    "train_seconds": metrics["train_seconds"]}
             stage = model.stage_models[PRERANK]
             if isinstance(stage, TARQ):
-                run["codebook_utilisation"] = utilisation(stage, items)
+                run["codebook_utilisation"] = utilisation(stage, ev)
             if seed == 0:
                 run.update({f"us_per_candidate@{n}": scoring_ms(stage, data, n) * 1000.0 / n for n in sizes})
             runs.append(run)
             print(title, seed, run, flush=True)
-        results[kind] = {key: summary([r[key] for r in runs])
-                         for key in ("gauc", "joint_recall", "prerank_recall", "prerank_ndcg", "train_seconds")}
+        results[kind] = summarise(runs, ("gauc", "joint_recall", "prerank_recall", "prerank_ndcg", "train_seconds"))
         results[kind].update({key: value for key, value in runs[0].items() if key.startswith("us_per")})
         if "codebook_utilisation" in runs[0]:
             results[kind]["codebook_utilisation"] = np.mean([r["codebook_utilisation"] for r in runs], 0).tolist()

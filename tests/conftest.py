@@ -48,3 +48,14 @@ def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
     model_dir = tmp_path_factory.mktemp("model")
     train(str(tiny_data), str(model_dir), loss="dftopk", epochs=2, batch_size=64, verbose=0)
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_tarq_model_dir(tiny_data, tmp_path_factory) -> Path:
+    """A two-stage DSSM → TARQ cascade (DFTopK loss, 3 steps, dead-code resets every 2) on ``tiny_data``."""
+    from tfcascade.training import train
+
+    model_dir = tmp_path_factory.mktemp("tarq_model")
+    train(str(tiny_data), str(model_dir), loss="dftopk", batch_size=64, steps_per_epoch=3,
+          stage_models=("dssm", "tarq"), codebook_reset_every=2, verbose=0)
+    return model_dir

@@ -121,17 +121,16 @@ def test_compare_resumes_finished_runs_and_refuses_foreign_ones(tiny_data, tmp_p
         compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, epochs=2, verbose=0)
 
 
-def test_train_with_a_tarq_stage_monitors_codebooks_and_reloads(tiny_data, tmp_path):
+def test_train_with_a_tarq_stage_monitors_codebooks_and_reloads(tiny_data, tiny_tarq_model_dir, tmp_path):
     from tfcascade.models.tarq import TARQ
     from tfcascade.training.trainer import load_model
 
-    metrics = train(str(tiny_data), str(tmp_path), loss="dftopk", batch_size=64, steps_per_epoch=3,
-                    stage_models=("dssm", "tarq"), codebook_reset_every=2, verbose=0)
+    metrics = json.loads((tiny_tarq_model_dir / "metrics.json").read_text())
     assert metrics["stage_models"] == ["dssm", "tarq"]
-    model = load_model(str(tmp_path))
+    model = load_model(str(tiny_tarq_model_dir))
     assert isinstance(model.stage_models[1], TARQ)
     usage = metrics["tarq_utilisation"]
     assert len(usage) == model.stage_models[1].num_levels and all(0.0 < u <= 1.0 for u in usage)
-    assert json.loads((tmp_path / "config.json").read_text())["stage_models"] == ["dssm", "tarq"]
+    assert json.loads((tiny_tarq_model_dir / "config.json").read_text())["stage_models"] == ["dssm", "tarq"]
     with pytest.raises(ValueError, match="stage_models"):
         train(str(tiny_data), str(tmp_path / "bad"), stage_models=("dssm", "transformer"), verbose=0)

@@ -181,17 +181,18 @@ def gauc(labels, scores, k: int = 10, mask=None) -> float:
     Returns:
       The mean over requests with at least one positive and one negative.
     """
-    from scipy.stats import rankdata
-
     labels, valid = _check_labels(labels, mask)
     scores = _check_scores("scores", scores, labels)
-    gt = _top(labels, valid, _check_positive("k", k))
+    k = _check_positive("k", k)
     if np.isnan(scores[valid]).any():
         raise ValueError("scores contain NaN at valid items")
-    ranks = rankdata(np.where(valid, scores, np.nan), axis=-1, nan_policy="omit")  # valid items: 1..#valid
-    n_pos = gt.sum(-1)
-    n_neg = valid.sum(-1) - n_pos
-    rank_sum = np.where(gt, np.nan_to_num(ranks), 0.0).sum(-1)
+    gt = _top(labels, valid, k)
+    neg = valid & ~gt
+    # CS_gt has at most k items: compare their scores [B, k] with every item's [B, n].
+    slots = np.argsort(~gt, axis=-1, kind="stable")[:, :k]
+    pos = np.take_along_axis(gt, slots, -1)
+    s_pos = np.take_along_axis(scores, slots, -1)[:, :, None]
+    wins = ((s_pos > scores[:, None, :]) + 0.5 * (s_pos == scores[:, None, :])) * (pos[:, :, None] & neg[:, None, :])
+    n_pos, n_neg = gt.sum(-1), neg.sum(-1)
     keep = (n_pos > 0) & (n_neg > 0)
-    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * n_neg, 1)
-    return _mean(auc, keep)
+    return _mean(wins.sum((1, 2)) / np.maximum(n_pos * n_neg, 1), keep)
