@@ -106,6 +106,7 @@ def create_pipeline(
     seed: int = 0,
     loss_options: dict[str, Any] | None = None,
     train_steps: int | None = None,
+    sampled_negatives: int = 0,
     k: int = 10,
     qs: Sequence[int] | None = None,
     min_joint_recall: float = DEFAULT_MIN_JOINT_RECALL,
@@ -129,6 +130,7 @@ def create_pipeline(
       loss, epochs, batch_size, lr, temperature, seed, loss_options: training
         (``tfcascade.training.train``).
       train_steps: cap on the steps per epoch (None: the whole split).
+      sampled_negatives: in-batch sampled negatives appended to every training list.
       k, qs: ground-truth size and items kept per stage (default ``DEFAULT_QS[stages]``).
       min_joint_recall, tolerance: the blessing rule (``components.blessing``).
       slice_features: user features the validator slices its metrics by.
@@ -146,6 +148,8 @@ def create_pipeline(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+    if isinstance(sampled_negatives, bool) or not isinstance(sampled_negatives, int) or sampled_negatives < 0:
+        raise ValueError(f"sampled_negatives must be an integer >= 0, got sampled_negatives={sampled_negatives!r}")
     if train_steps is not None and (not isinstance(train_steps, int) or train_steps < 1):
         raise ValueError(f"train_steps must be None or a positive integer, got {train_steps!r}")
     qs = tuple(int(q) for q in (qs or DEFAULT_QS[stages]))
@@ -183,6 +187,7 @@ def create_pipeline(
             "temperature": temperature,
             "seed": seed,
             "loss_options": loss_options,
+            "sampled_negatives": sampled_negatives,
             "k": k,
             "qs": list(qs),
             "code_fingerprint": code_fingerprint(),

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "temperature": None,
     "seed": 0,
     "loss_options": None,
+    "sampled_negatives": 0,
     "k": 10,
     "qs": None,
 }
@@ -114,6 +115,7 @@ def run_fn(fn_args) -> None:
         train_files=_expand(fn_args.train_files),
         eval_files=_expand(fn_args.eval_files),
         steps_per_epoch=fn_args.train_steps,
+        sampled_negatives=int(config["sampled_negatives"]),
     )
     model = training.load_model(model_dir)
     qs = config["qs"]

@@ -6,7 +6,13 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfcascade.ops.select import from_keys, kth_largest, kth_largest_pair, order_keys
+from tfcascade.ops.select import (
+    from_keys,
+    kth_largest,
+    kth_largest_pair,
+    kth_largest_pair_and_positions,
+    order_keys,
+)
 
 
 def _np_pair(x, valid, k):
@@ -93,7 +99,7 @@ def test_auto_extracts_only_under_xla():
     from tfcascade.ops import select
 
     seen = []
-    real = select._pair_by_extraction
+    real = select._extract_transposed
 
     def spy(*args):
         seen.append(args[1])
@@ -102,10 +108,37 @@ def test_auto_extracts_only_under_xla():
     x = tf.random.stateless_normal([4, 40], seed=[3, 4])
     want = np.sort(x.numpy(), -1)[:, ::-1]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(select, "_pair_by_extraction", spy)
+        mp.setattr(select, "_extract_transposed", spy)
         got = tf.function(lambda a: kth_largest_pair(a, 10, tf.ones_like(a, tf.bool)), jit_compile=True)(x)
         assert seen == [10]
         tf.function(lambda a: kth_largest_pair(a, 10, tf.ones_like(a, tf.bool)))(x)
         assert seen == [10]  # plain graph: top_k path
     np.testing.assert_array_equal(got[0].numpy()[:, 0], want[:, 9])
     np.testing.assert_array_equal(got[1].numpy()[:, 0], want[:, 10])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 60), method=st.sampled_from(["count", "topk", "extract"]),
+       ties=st.booleans(), xla=st.booleans(), data=st.data())
+def test_positions_are_the_lowest_indices_holding_the_pair(seed, n, method, ties, xla, data):
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-2, 3, (2, 3, n)) if ties else rng.normal(size=(2, 3, n))).astype(np.float32)
+    valid = rng.random(x.shape) < 0.85
+    valid[..., 0] = True
+    k = data.draw(st.integers(1, int(valid.sum(-1).min())))
+    if method == "topk" and k >= n:
+        method = "count"
+    fn = tf.function(lambda a, v: kth_largest_pair_and_positions(a, k, v, method=method), jit_compile=xla)
+    kth, nxt, first, second = (t.numpy() for t in fn(tf.constant(x), tf.constant(valid)))
+    for idx in np.ndindex(2, 3):
+        want_kth, want_nxt = _np_pair(x[idx], valid[idx], k)
+        assert (kth[idx][0], nxt[idx][0]) == (want_kth, want_nxt)
+        holders = np.flatnonzero(valid[idx] & (x[idx] == want_kth))
+        want_first = np.zeros(n, bool)
+        want_first[holders[0]] = True
+        others = [i for i in np.flatnonzero(valid[idx] & (x[idx] == want_nxt)) if i != holders[0]]
+        want_second = np.zeros(n, bool)
+        if others:
+            want_second[others[0]] = True
+        np.testing.assert_array_equal(first[idx], want_first)
+        np.testing.assert_array_equal(second[idx], want_second)

@@ -38,6 +38,10 @@ def test_pipeline_has_the_components_wired_as_documented(raw_dir, tmp_path):
     trainer = nodes[cp.TRAINER]
     config = json.loads(trainer.exec_properties["custom_config"])
     assert config["loss"] == "lcron" and config["qs"] == [30, 20] and config["code_fingerprint"]
+    assert config["sampled_negatives"] == 0
+    with pytest.raises(ValueError, match="sampled_negatives=-1"):
+        cp.create_pipeline(data_dir=raw_dir, pipeline_root=str(tmp_path / "r2"), serving_dir=str(tmp_path / "s2"),
+                           sampled_negatives=-1)
 
 
 def test_three_stages_default_cuts(raw_dir, tmp_path):

@@ -11,10 +11,11 @@ from tfcascade.cli.main import main
 def test_train_evaluate_compare_cli(tiny_data, tmp_path, capsys):
     model_dir = tmp_path / "m"
     assert main(["train", "--data", str(tiny_data), "--loss", "bce", "--stages", "2", "--batch-size", "64",
-                 "--steps-per-epoch", "2", "--seed", "1", "--stage-models", "dssm,mlp", "--model-dir", str(model_dir)]) == 0
+                 "--steps-per-epoch", "2", "--seed", "1", "--stage-models", "dssm,mlp", "--sampled-negatives", "8",
+                 "--model-dir", str(model_dir)]) == 0
     trained = json.loads((model_dir / "metrics.json").read_text())
     assert trained["steps"] == 2 and trained["loss"] == "bce" and trained["seed"] == 1
-    assert trained["stage_models"] == ["dssm", "mlp"]
+    assert trained["stage_models"] == ["dssm", "mlp"] and trained["sampled_negatives"] == 8
     capsys.readouterr()
     assert main(["evaluate", "--model-dir", str(model_dir), "--data", str(tiny_data)]) == 0
     evaluated = json.loads(capsys.readouterr().out)

@@ -119,6 +119,9 @@ def test_compare_resumes_finished_runs_and_refuses_foreign_ones(tiny_data, tmp_p
     metrics.write_text(json.dumps({"loss": "bce", "stages": 2, "seed": 0, "epochs": 1}))
     with pytest.raises(ValueError, match="epochs=1 .expected 2"):
         compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, epochs=2, verbose=0)
+    # A metrics.json from before sampled negatives existed was trained without them.
+    with pytest.raises(ValueError, match="sampled_negatives=0 .expected 16"):
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, sampled_negatives=16, verbose=0)
 
 
 def test_train_with_a_tarq_stage_monitors_codebooks_and_reloads(tiny_data, tiny_tarq_model_dir, tmp_path):

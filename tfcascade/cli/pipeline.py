@@ -48,6 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run_p.add_argument("--batch-size", type=int, default=None)
     run_p.add_argument("--train-steps", type=int, default=None, help="cap on steps per epoch")
     run_p.add_argument("--temperature", type=float, default=None)
+    run_p.add_argument("--sampled-negatives", type=int, default=0,
+                       help="in-batch sampled negatives appended to every training list")
     run_p.add_argument("--no-cache", action="store_true", help="re-run every component")
     run_p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -109,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {
         "loss": args.loss, "stages": args.stages, "epochs": args.epochs, "seed": args.seed,
         "enable_cache": not args.no_cache, "temperature": args.temperature,
-        "train_steps": args.train_steps,
+        "train_steps": args.train_steps, "sampled_negatives": args.sampled_negatives,
     }
     for key in ("model_name", "pipeline_name", "min_joint_recall", "tolerance", "batch_size"):
         if getattr(args, key) is not None:

@@ -4,6 +4,7 @@ The Beam preprocessing lives in ``pipelines.preprocess`` (``run_preprocess``); t
 never imports Beam.
 """
 
+from tfcascade.data.negatives import append_sampled_negatives
 from tfcascade.data.recflow import list_days, read_requests
 from tfcascade.data.simulator import PRESETS, SimulatorConfig, simulate
 from tfcascade.data.tfdata import (
@@ -13,5 +14,5 @@ from tfcascade.data.tfdata import (
            make_dataset,
 )
 
-__all__ = ["PRESETS", "SimulatorConfig", "dataset_from_records", "list_days", "load_metadata",
+__all__ = ["PRESETS", "SimulatorConfig", "append_sampled_negatives", "dataset_from_records", "list_days", "load_metadata",
            "load_vocabularies", "make_dataset", "read_requests", "simulate"]

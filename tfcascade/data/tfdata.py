@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcascade.data.examples import feature_spec, index_record, to_example
+from tfcascade.data.negatives import append_sampled_negatives
 
 
 def load_metadata(out_dir: str) -> dict:
@@ -63,7 +64,7 @@ def _compression(path: str) -> str:
 
 def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: int = 1024,
                  shuffle: bool = True, num_epochs: int | None = 1, seed: int | None = None,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False, sampled_negatives: int = 0) -> tf.data.Dataset:
     """Batched feature dicts (``tfcascade/features.py``) from preprocessed TFRecords.
 
     Args:
@@ -73,9 +74,13 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
       batch_size: requests per batch.
       shuffle: shuffle files and records (seeded by ``seed``).
       num_epochs: passes over the data (None = forever).
+      sampled_negatives: m > 0 appends m in-batch negatives to every list
+        (``negatives.append_sampled_negatives``, seeded by ``seed`` and the batch number).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got batch_size={batch_size}")
+    if sampled_negatives < 0:
+        raise ValueError(f"sampled_negatives must be >= 0, got sampled_negatives={sampled_negatives}")
     files = _files(source, split)
     list_size, history_length = _list_sizes(files[0])
     spec = feature_spec(list_size, history_length)
@@ -90,6 +95,11 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
     ds = ds.repeat(num_epochs)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda b: tf.io.parse_example(b, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    if sampled_negatives:
+        base = int(np.random.default_rng(seed).integers(2**31)) if seed is None else int(seed)
+        ds = ds.enumerate().map(
+            lambda i, b: append_sampled_negatives(b, sampled_negatives, tf.stack([tf.constant(base, tf.int64), i])),
+            num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

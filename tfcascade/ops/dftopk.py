@@ -23,24 +23,14 @@ import tensorflow as tf
 
 from tfcascade.ops._common import as_dtype, clamp_infinite, valid_mask
 from tfcascade.ops._validate import check_k, check_mask, check_positive, check_scores, static_k
-from tfcascade.ops.select import kth_largest_pair
-
-
-def _first_index(hit: tf.Tensor) -> tf.Tensor:
-    """One-hot (as float) of the first True of each row (all zeros if none)."""
-    n = tf.shape(hit)[-1]
-    idx = tf.argmax(tf.cast(hit, tf.int32), axis=-1, output_type=tf.int32)
-    any_hit = tf.reduce_any(hit, axis=-1, keepdims=True)
-    return tf.cast(tf.logical_and(tf.one_hot(idx, n, on_value=True, off_value=False), any_hit), tf.float32)
+from tfcascade.ops.select import kth_largest_pair_and_positions
 
 
 def _threshold(x: tf.Tensor, k, valid: tf.Tensor):
     """θ and the one-hot boundary indicator B (B_j = 1 for j ∈ {[k], [k+1]}), both no-grad."""
-    kth, nxt = kth_largest_pair(x, k, valid)
+    kth, nxt, first, second = kth_largest_pair_and_positions(x, k, valid)
     nxt = tf.where(tf.math.is_inf(nxt), kth - 1.0, nxt)  # k = #valid: no (k+1)-th item
-    first = _first_index(tf.logical_and(valid, x == kth))
-    second = _first_index(tf.logical_and(tf.logical_and(valid, x == nxt), first == 0))
-    return (kth + nxt) / 2.0, tf.cast(first + second, x.dtype)
+    return (kth + nxt) / 2.0, tf.cast(tf.logical_or(first, second), x.dtype)
 
 
 def _clamp_if_infinite(x: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:

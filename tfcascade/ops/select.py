@@ -14,9 +14,9 @@ bracket closes (ties across the boundary: x_[k] = x_[k+1]). Each pass is O(n); a
 passes, typically ~log2(n) + a few for continuous scores. For a small static k,
 ``tf.math.top_k(x, k + 1)`` followed by reductions only is used instead (cheaper there;
 REFERENCES.md §8: never slice columns out of top_k values under XLA). Under XLA, short lists
-with a very small static k use **extraction** instead: k + 1 rounds of "take the row maximum
-and all its copies", O(k·n) in fused reductions — XLA's CPU TopK is a sort and costs more
-there (bench/topk.py).
+with a very small static k use **extraction** instead: k + 1 rounds of "drop the row maximum
+and all its copies", O(k·n) in fused reductions over an items-major layout — XLA's CPU TopK is
+a sort and costs more there (bench/topk.py).
 """
 
 from __future__ import annotations
@@ -62,20 +62,67 @@ def _pair_by_topk(x: tf.Tensor, k: int, valid: tf.Tensor):
     return _second_smallest(values), tf.reduce_min(values, axis=-1, keepdims=True)
 
 
-def _pair_by_extraction(x: tf.Tensor, k: int, valid: tf.Tensor):
-    """k + 1 rounds of "take the row maximum and every copy of it" (multiplicity counted)."""
+def _extract_transposed(x: tf.Tensor, k: int, valid: tf.Tensor):
+    """x_[k], x_[k+1] and their positions by k + 1 rounds of "drop the row maximum".
+
+    The lists are laid out items-major (``[n, rows]``) so that every round is a reduction
+    across rows of contiguous vectors, which XLA's CPU backend vectorises (row-major
+    reductions over short rows it does not). Each round drops the maximum and every copy of
+    it, giving the k + 1 largest *distinct* values m_1 > … > m_{k+1}. Without ties among the
+    k + 1 largest items (checked with one count: #{x ≥ m_{k+1}} = k + 1 and m_{k+1} > −inf)
+    x_[k] = m_k and x_[k+1] = m_{k+1}; otherwise one fused pass counts c_j = #{x ≥ m_j} and
+    x_[k] is the first m_j with c_j ≥ k (x_[k+1]: c_j ≥ k + 1).
+
+    Returns:
+      ``(kth, nxt, first, second)``: ``[..., 1]`` values and ``[..., n]`` bool one-hots of
+      [k] (lowest index holding x_[k]) and [k+1] (lowest other index holding x_[k+1]).
+    """
+    shape = tf.shape(x)
+    n = x.shape[-1]
+    xt = tf.transpose(tf.reshape(x, [-1, n]))  # [n, rows]
+    vt = tf.transpose(tf.reshape(valid, [-1, n]))
     ninf = tf.constant(-float("inf"), x.dtype)
-    shape = tf.concat([tf.shape(x)[:-1], [1]], 0)
-    alive, taken = valid, tf.zeros(shape, tf.int32)
-    kth = nxt = tf.fill(shape, ninf)
+    alive = tf.where(vt, xt, ninf)
+    tops = []
     for _ in range(k + 1):
-        top = tf.reduce_max(tf.where(alive, x, ninf), axis=-1, keepdims=True)
-        hit = tf.logical_and(alive, x == top)
-        now = taken + tf.reduce_sum(tf.cast(hit, tf.int32), axis=-1, keepdims=True)
-        kth = tf.where(tf.logical_and(taken < k, now >= k), top, kth)
-        nxt = tf.where(tf.logical_and(taken <= k, now > k), top, nxt)
-        taken, alive = now, tf.logical_and(alive, tf.logical_not(hit))
-    return kth, nxt
+        top = tf.reduce_max(alive, axis=0, keepdims=True)
+        tops.append(top)
+        alive = tf.where(alive == top, ninf, alive)
+    at_least_last = tf.reduce_sum(tf.cast(tf.logical_and(vt, xt >= tops[-1]), tf.int32), axis=0)
+    # m_{k+1} = −inf: fewer than k + 1 distinct values (or −inf scores): count instead.
+    distinct = tf.reduce_all(tf.logical_and(at_least_last == k + 1, tops[-1][0] > ninf))
+
+    def without_ties():
+        return tops[-2], tops[-1], tf.logical_and(vt, xt == tops[-2]), tf.logical_and(vt, xt == tops[-1])
+
+    def with_ties():
+        m = tf.concat(tops, 0)  # [k + 1, rows], decreasing
+        ge = tf.logical_and(vt[:, None, :], xt[:, None, :] >= m[None])  # [n, k + 1, rows]
+        counts = tf.reduce_sum(tf.cast(ge, tf.int32), axis=0)
+        kth = tf.reduce_max(tf.where(counts >= k, m, ninf), axis=0, keepdims=True)
+        nxt = tf.reduce_max(tf.where(counts >= k + 1, m, ninf), axis=0, keepdims=True)
+        first = _first_true(tf.logical_and(vt, xt == kth))
+        second = _first_true(tf.logical_and(tf.logical_and(vt, xt == nxt), tf.logical_not(first)))
+        return kth, nxt, first, second
+
+    kth, nxt, first, second = tf.cond(distinct, without_ties, with_ties)
+    rows_shape = tf.concat([shape[:-1], [1]], 0)
+    return (tf.reshape(tf.transpose(kth), rows_shape), tf.reshape(tf.transpose(nxt), rows_shape),
+            tf.reshape(tf.transpose(first), shape), tf.reshape(tf.transpose(second), shape))
+
+
+def _first_true(hit: tf.Tensor) -> tf.Tensor:
+    """``[n, rows]`` bool: only the first True of each column kept."""
+    n = tf.shape(hit)[0]
+    position = tf.range(n)[:, None]
+    return position == tf.reduce_min(tf.where(hit, position, n), axis=0, keepdims=True)
+
+
+def _first_position(hit: tf.Tensor) -> tf.Tensor:
+    """``[..., n]`` bool: only the first True of each row kept (all False if none)."""
+    n = tf.shape(hit)[-1]
+    idx = tf.argmax(tf.cast(hit, tf.int32), axis=-1, output_type=tf.int32)
+    return tf.logical_and(tf.one_hot(idx, n, on_value=True, off_value=False), tf.reduce_any(hit, -1, keepdims=True))
 
 
 def in_xla_context() -> bool:
@@ -142,24 +189,47 @@ def kth_largest_pair(x: tf.Tensor, k, valid: tf.Tensor, method: str = "auto"):
         EXTRACT_MAX_N; else top_k for static k ≤ TOPK_PATH_MAX_K; else counting), ``topk``
         (static k < n only), ``extract`` (static k only) or ``count``.
     """
+    kth, nxt, _ = _select(x, k, valid, method)
+    return kth, nxt
+
+
+def kth_largest_pair_and_positions(x: tf.Tensor, k, valid: tf.Tensor, method: str = "auto"):
+    """:func:`kth_largest_pair` plus the boundary positions.
+
+    Returns:
+      ``(kth, nxt, first, second)``: ``first`` / ``second`` are ``[..., n]`` bool one-hots of
+      [k] (the lowest index holding x_[k]) and [k+1] (the lowest other index holding x_[k+1];
+      all False when k = #valid).
+    """
+    kth, nxt, positions = _select(x, k, valid, method)
+    if positions is None:
+        first = _first_position(tf.logical_and(valid, x == kth))
+        second = _first_position(tf.logical_and(tf.logical_and(valid, x == nxt), tf.logical_not(first)))
+        positions = first, second
+    return (kth, nxt, *positions)
+
+
+def _select(x, k, valid, method):
+    """(kth, nxt, positions or None): the extraction path finds the positions on the way."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got method={method!r}")
     static_k = isinstance(k, int)
     n = x.shape[-1]
-    if method == "extract" and not static_k:
-        raise ValueError(f"method='extract' needs a static (Python int) k, got k={k!r}")
+    if method == "extract" and not (static_k and n is not None):
+        raise ValueError(f"method='extract' needs a static (Python int) k and list length, got k={k!r}, n={n}")
     if method == "auto" and static_k and n is not None and k <= EXTRACT_MAX_K and n <= EXTRACT_MAX_N \
             and in_xla_context():
         method = "extract"
     if method == "extract":
-        return _pair_by_extraction(x, k, valid)
+        kth, nxt, first, second = _extract_transposed(x, k, valid)
+        return kth, nxt, (first, second)
     use_topk = static_k and (method == "topk" or (method == "auto" and k <= TOPK_PATH_MAX_K)) and (
         n is not None and k < n)
     if method == "topk" and not use_topk:
         raise ValueError(f"method='topk' needs a static k < n, got k={k!r}, n={n}")
     if use_topk:
-        return _pair_by_topk(x, k, valid)
-    return _pair_by_counting(x, tf.convert_to_tensor(k, tf.int32), valid)
+        return (*_pair_by_topk(x, k, valid), None)
+    return (*_pair_by_counting(x, tf.convert_to_tensor(k, tf.int32), valid), None)
 
 
 def kth_largest(scores, k, mask=None) -> tf.Tensor:

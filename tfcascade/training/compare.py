@@ -35,18 +35,24 @@ def summarise(runs: Sequence[dict], keys: Sequence[str]) -> dict:
     return out
 
 
+# Settings added after runs were first recorded: a metrics.json without them used these.
+SETTING_DEFAULTS = {"sampled_negatives": 0}
+
+
 def finished_run(model_dir: str, **settings) -> dict | None:
     """The metrics of a finished run in ``model_dir`` (its ``metrics.json``), or None.
 
     A run counts as finished only if its metrics record the same ``settings`` (loss, stages,
-    seed, and epochs / batch_size / lr where given); a run with other settings is an error.
+    seed, and epochs / batch_size / lr / sampled_negatives where given); a run with other
+    settings is an error.
     """
     path = os.path.join(model_dir, METRICS_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as fh:
         metrics = json.load(fh)
-    differ = {key: (metrics.get(key), value) for key, value in settings.items() if metrics.get(key) != value}
+    recorded = {key: metrics.get(key, SETTING_DEFAULTS.get(key)) for key in settings}
+    differ = {key: (recorded[key], value) for key, value in settings.items() if recorded[key] != value}
     if differ:
         found = ", ".join(f"{key}={old!r} (expected {new!r})" for key, (old, new) in differ.items())
         raise ValueError(f"{path} was trained with other settings: {found}; use another out_dir or resume=False")
@@ -76,7 +82,8 @@ def compare(data_dir: str, out_dir: str, losses: Sequence[str] | str = "all", se
         runs = []
         for seed in range(seeds):
             model_dir = os.path.join(out_dir, "runs", name, f"seed{seed}")
-            settings = {key: train_kwargs[key] for key in ("epochs", "batch_size", "lr") if key in train_kwargs}
+            settings = {key: train_kwargs[key] for key in ("epochs", "batch_size", "lr", "sampled_negatives")
+                        if key in train_kwargs}
             done = finished_run(model_dir, loss=name, stages=stages, seed=seed, **settings) if resume else None
             if done is not None:
                 log.info("compare: %s seed %d already finished in %s", name, seed, model_dir)
