@@ -82,6 +82,27 @@ def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
             "max_ms": max(times), "repeats": len(times)}
 
 
+def serving_ms(model, features: dict, catalogue=None) -> float:
+    """Median ms of one compiled scoring call of ``model`` on ``features`` (one request).
+
+    ``catalogue = (item_vectors, codes, index)`` times TARQ's serving path instead: the item
+    vectors and codes precomputed offline for the catalogue, gathered at ``index`` (``[1, n]``),
+    scored against the per-request user cache (``user_cache`` → ``score_codes``).
+    """
+    import tensorflow as tf
+
+    if catalogue is None:
+        serve = tf.function(model)
+    else:
+        items, codes, index = catalogue
+
+        @tf.function
+        def serve(f):
+            user, cache = model.user_cache(f)
+            return model.score_codes(user, cache, tf.gather(items, index), tf.gather(codes, index))
+    return time_call(lambda: serve(features).numpy(), repeats=20, warmup=3, max_seconds=20)["median_ms"]
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table; floats are printed with 4 significant digits."""
 

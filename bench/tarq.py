@@ -27,7 +27,13 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 (tf_keras) before T
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bench.common import RESULTS_DIR, markdown_table, plot_quality_vs_cost, time_call, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS_DIR,
+    markdown_table,
+    plot_quality_vs_cost,
+    serving_ms,
+    write_results,
+)
 from tfcascade._keras import keras  # noqa: E402
 from tfcascade.features import HISTORY_LENGTH, HISTORY_TO_ITEM, ITEM_FEATURES, USER_FEATURES  # noqa: E402
 from tfcascade.models.tarq import TARQ, CodebookMonitor, codebook_utilisation  # noqa: E402
@@ -185,23 +191,12 @@ def train(model, features, labels, epochs, batch, callbacks=()):
     return time.perf_counter() - t0
 
 
-def scoring_cost(name, model, world, n, catalogue=None):
-    """Median ms to score one request of n candidates (compiled), the model's serving path."""
+def scoring_cost(model, world, n, catalogue=None):
+    """Median ms to score one request of n candidates (compiled), the model's serving path;
+    ``catalogue = (item_vectors, codes)`` of every video for TARQ."""
     feats, _, _ = world.requests(1, n)
     feats = {k: tf.constant(v) for k, v in feats.items()}
-    if name.startswith("TARQ"):
-        item_table, code_table = catalogue  # precomputed offline for every item
-
-        @tf.function
-        def serve(f):
-            user, cache = model.user_cache(f)
-            return model.score_codes(user, cache, tf.gather(item_table, f["video_id"]),
-                                     tf.gather(code_table, f["video_id"]))
-    else:
-        @tf.function
-        def serve(f):
-            return model(f)
-    return time_call(lambda: serve(feats).numpy(), repeats=20, warmup=3, max_seconds=20)["median_ms"]
+    return serving_ms(model, feats, None if catalogue is None else (*catalogue, feats["video_id"]))
 
 
 def main(argv=None) -> int:
@@ -249,7 +244,7 @@ def main(argv=None) -> int:
             catalogue = (table, codes)
             result["codebook_utilisation"] = codebook_utilisation(codes.numpy()[1:], args.codebook_size).tolist()
         for n in sizes:
-            ms = scoring_cost(name, model, world, n, catalogue)
+            ms = scoring_cost(model, world, n, catalogue)
             result[f"us_per_candidate@{n}"] = ms * 1000.0 / n
         payload["models"][name] = result
         print(name, result, flush=True)

@@ -26,7 +26,7 @@ import tfcascade  # noqa: F401
 import tensorflow as tf
 
 from bench.cascade import eval_arrays, prepare, tiled_batch
-from bench.common import RESULTS_DIR, markdown_table, plot_quality_vs_cost, time_call, write_results
+from bench.common import RESULTS_DIR, markdown_table, plot_quality_vs_cost, serving_ms, write_results
 from tfcascade.features import ITEM_FEATURES
 from tfcascade.metrics.functions import gauc
 from tfcascade.models.tarq import TARQ, codebook_utilisation
@@ -49,20 +49,11 @@ def utilisation(stage: TARQ, items: dict) -> list[float]:
 def scoring_ms(stage, data: Path, n: int) -> float:
     """Median ms to score one request of ``n`` candidates with the stage's serving path."""
     features = tiled_batch(data, 1, n)
+    catalogue = None
     if isinstance(stage, TARQ):
         table = stage.item_vectors(features)[0]  # precomputed offline for the catalogue
-        codes = stage.quantizer.encode(table)
-        position = tf.range(n)[None]
-
-        @tf.function
-        def serve(f):
-            user, cache = stage.user_cache(f)
-            return stage.score_codes(user, cache, tf.gather(table, position), tf.gather(codes, position))
-    else:
-        @tf.function
-        def serve(f):
-            return stage(f)
-    return time_call(lambda: serve(features).numpy(), repeats=20, warmup=3, max_seconds=20)["median_ms"]
+        catalogue = (table, stage.quantizer.encode(table), tf.range(n)[None])
+    return serving_ms(stage, features, catalogue)
 
 
 def main(argv=None) -> int:

@@ -101,8 +101,8 @@ def _extract_transposed(x: tf.Tensor, k: int, valid: tf.Tensor):
         counts = tf.reduce_sum(tf.cast(ge, tf.int32), axis=0)
         kth = tf.reduce_max(tf.where(counts >= k, m, ninf), axis=0, keepdims=True)
         nxt = tf.reduce_max(tf.where(counts >= k + 1, m, ninf), axis=0, keepdims=True)
-        first = _first_true(tf.logical_and(vt, xt == kth))
-        second = _first_true(tf.logical_and(tf.logical_and(vt, xt == nxt), tf.logical_not(first)))
+        first = _first_true(tf.logical_and(vt, xt == kth), axis=0)
+        second = _first_true(tf.logical_and(tf.logical_and(vt, xt == nxt), tf.logical_not(first)), axis=0)
         return kth, nxt, first, second
 
     kth, nxt, first, second = tf.cond(distinct, without_ties, with_ties)
@@ -111,18 +111,12 @@ def _extract_transposed(x: tf.Tensor, k: int, valid: tf.Tensor):
             tf.reshape(tf.transpose(first), shape), tf.reshape(tf.transpose(second), shape))
 
 
-def _first_true(hit: tf.Tensor) -> tf.Tensor:
-    """``[n, rows]`` bool: only the first True of each column kept."""
-    n = tf.shape(hit)[0]
-    position = tf.range(n)[:, None]
-    return position == tf.reduce_min(tf.where(hit, position, n), axis=0, keepdims=True)
-
-
-def _first_position(hit: tf.Tensor) -> tf.Tensor:
-    """``[..., n]`` bool: only the first True of each row kept (all False if none)."""
-    n = tf.shape(hit)[-1]
-    idx = tf.argmax(tf.cast(hit, tf.int32), axis=-1, output_type=tf.int32)
-    return tf.logical_and(tf.one_hot(idx, n, on_value=True, off_value=False), tf.reduce_any(hit, -1, keepdims=True))
+def _first_true(hit: tf.Tensor, axis: int) -> tf.Tensor:
+    """Bool ``hit`` with only the first True along ``axis`` kept (all False if none)."""
+    axis %= hit.shape.rank
+    n = tf.shape(hit)[axis]
+    position = tf.reshape(tf.range(n), [-1] + [1] * (hit.shape.rank - 1 - axis))  # broadcasts along axis
+    return position == tf.reduce_min(tf.where(hit, position, n), axis=axis, keepdims=True)
 
 
 def in_xla_context() -> bool:
@@ -203,8 +197,8 @@ def kth_largest_pair_and_positions(x: tf.Tensor, k, valid: tf.Tensor, method: st
     """
     kth, nxt, positions = _select(x, k, valid, method)
     if positions is None:
-        first = _first_position(tf.logical_and(valid, x == kth))
-        second = _first_position(tf.logical_and(tf.logical_and(valid, x == nxt), tf.logical_not(first)))
+        first = _first_true(tf.logical_and(valid, x == kth), axis=-1)
+        second = _first_true(tf.logical_and(tf.logical_and(valid, x == nxt), tf.logical_not(first)), axis=-1)
         positions = first, second
     return (kth, nxt, *positions)
 
