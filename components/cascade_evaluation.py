@@ -167,6 +167,7 @@ def evaluate_cascade(
     if not files:
         raise ValueError(f"no {split!r} examples under examples_uri={examples_uri!r}")
     model = training.load_model(cascade_model_dir(model_uri))
+    training.require_data(model, examples_uri, "JointRecallValidator")
     collected: dict[str, list[np.ndarray]] = {}
     for features in data.make_dataset(files, batch_size=batch_size, shuffle=False):
         scores = stage_scores_of(model, features, len(qs))

@@ -1,44 +1,52 @@
-"""Beam preprocessing: RecFlow-layout logs → TFRecords of per-request training lists.
+"""Beam preprocessing: RecFlow logs → TFRecords of per-request training lists.
 
-    all_stage/<day>.feather ─► read + validate rows ─┬─► dead_letter/ (row, reason)
-    seq_effective_50_dict/  ─► histories ────────────┤
-                                                      └─► group by request ─► organise list
-                    ─► (no ground truth ─► dead_letter/) ─► vocabularies (train) ─► index ids
+    all_stage/<day>.feather ───────► read + check rows ─┬─► dead_letter/ (row, reason)
+    request_id_dict/<day>.pkl ─────► entries ───────────┤
+    seq_effective_50_dict/<day>.pkl ► histories ─────────┤
+                                                         └─► group by request ─► assemble
+                    (duplicates, missing or inconsistent sources, no ground truth ─► dead_letter/)
+                    ─► vocabularies (train) ─► index ids
                     ─► train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz (+160 negatives)
-                    ─► vocab/<feature>.txt, metadata.json, schema.json, stats.json
+                    ─► vocab/<feature>.txt, metadata.json (with the fingerprint), schema.json, stats.json
 
-Every input row is counted exactly once: ``input_rows = used_rows + dead_letter_rows``
-(Beam counters in namespace ``tfcascade.preprocess`` and ``stats.json``). Runs on the
-DirectRunner by default; any Beam pipeline options (``--runner``, ``--project``, …) pass
-through unchanged.
+Every input row is counted exactly once: ``input_rows = used_rows + dead_letter_rows``, where
+input rows are the all_stage rows plus the items only request_id_dict lists
+(``tfcascade.data.assemble``; Beam counters in namespace ``tfcascade.preprocess`` and
+``stats.json``). Runs in process (Beam's FnApiRunner) unless ``--runner`` is given; every Beam pipeline
+option (``--runner``, ``--project``, …) passes through unchanged. A local output is written to
+a temporary folder and renamed when complete, so a failed run leaves no partial output.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
+import math
 import os
-import pickle
+import shutil
+import uuid
 from collections.abc import Sequence
 
 import apache_beam as beam
-import numpy as np
-import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from tfcascade import features as F
+from tfcascade.data.assemble import assemble_request
 from tfcascade.data.examples import index_record, schema_dict, to_example
-from tfcascade.data.organise import RequestProblem, item_of, negative_pool_key, organise_request
-from tfcascade.data.recflow import NEGATIVE_POOL_SIZE
-from tfcascade.data.schema import COLUMNS, SchemaError, normalise_row, row_problem, validate_frame
+from tfcascade.data.fingerprint import vocabulary_fingerprint
+from tfcascade.data.organise import item_of, negative_pool_key
+from tfcascade.data.recflow import NEGATIVE_POOL_SIZE, parse_feather, parse_pickle
+from tfcascade.data.schema import normalise_row, row_problem
+from tfcascade.data.tfdata import EmptySplitError
 from tfcascade.data.vocabulary import VOCAB_FEATURES, record_ids
 
 NAMESPACE = "tfcascade.preprocess"
+SOURCES = ("all_stage", "request_id_dict", "seq_effective_50_dict")
 log = logging.getLogger(__name__)
 
 
@@ -46,13 +54,21 @@ def _counter(name: str):
     return Metrics.counter(NAMESPACE, name)
 
 
-def find_days(input_dir: str) -> list[tuple[str, str]]:
-    """(day, path) of every ``all_stage/<day>.feather`` (any Beam filesystem)."""
+def find_days(input_dir: str) -> list[tuple[str, dict[str, str]]]:
+    """(day, {source: path}) of every ``all_stage/<day>.feather`` (any Beam filesystem); each
+    day's request_id_dict and seq_effective_50_dict files must exist."""
     pattern = FileSystems.join(input_dir, "all_stage", "*.feather")
     matches = FileSystems.match([pattern])[0].metadata_list
     if not matches:
         raise FileNotFoundError(f"no all_stage/<day>.feather files under input_dir={input_dir!r}")
-    out = sorted((os.path.basename(m.path)[: -len(".feather")], m.path) for m in matches)
+    out = []
+    for day in sorted(os.path.basename(m.path)[: -len(".feather")] for m in matches):
+        paths = {"all_stage": FileSystems.join(input_dir, "all_stage", f"{day}.feather")}
+        for sub in SOURCES[1:]:
+            paths[sub] = FileSystems.join(input_dir, sub, f"{day}.pkl")
+            if not FileSystems.exists(paths[sub]):
+                raise FileNotFoundError(f"missing file {paths[sub]} (every all_stage day needs its {sub} file)")
+        out.append((day, paths))
     return out
 
 
@@ -62,21 +78,16 @@ def _read_bytes(path: str) -> bytes:
 
 
 class ReadDay(beam.DoFn):
-    """Reads one day's rows; emits (request_id, row) and dead letters for bad rows."""
+    """Reads one day's all_stage rows; emits ((day, request_id), row) and dead letters for bad rows."""
 
     DEAD = "dead"
 
     def process(self, element):
-        day, path = element
-        try:
-            frame = pd.read_feather(io.BytesIO(_read_bytes(path)))
-        except Exception as err:
-            raise SchemaError(f"{path}: cannot be read as a feather file ({err})") from err
-        missing = [c for c in COLUMNS if c not in frame.columns]
-        if missing:
-            validate_frame(frame, path)  # raises with the missing columns named
+        day, paths = element
+        path = paths["all_stage"]
+        frame = parse_feather(_read_bytes(path), path)
         for raw in frame.to_dict("records"):
-            _counter("input_rows").inc()
+            _counter("input_rows_all_stage").inc()
             problem = row_problem(raw)
             if problem is not None:
                 yield beam.pvalue.TaggedOutput(self.DEAD, _dead(raw, problem, path))
@@ -85,29 +96,29 @@ class ReadDay(beam.DoFn):
             yield (day, row["request_id"]), row
 
 
+def _read_table(element, source: str):
+    """((day, request_id), value) of one day's request_id_dict or seq_effective_50_dict."""
+    day, paths = element
+    for request_id, value in parse_pickle(_read_bytes(paths[source]), paths[source]).items():
+        yield (day, request_id), value
+
+
+def _json_safe(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value
+
+
 def _dead(raw: dict, reason: str, source: str) -> str:
     _counter("dead_letter_rows").inc()
-    clean = {k: (None if isinstance(v, float) and np.isnan(v) else v.item() if hasattr(v, "item") else v)
-             for k, v in raw.items()}
+    clean = {k: _json_safe(v) for k, v in raw.items()}
     return json.dumps({"reason": reason, "source": source, "row": clean}, default=str, sort_keys=True)
 
 
-def _read_histories(element):
-    day, path = element
-    hist_path = path.replace("/all_stage/", "/seq_effective_50_dict/")
-    hist_path = hist_path[: -len(".feather")] + ".pkl"
-    if not FileSystems.exists(hist_path):
-        return
-    try:
-        table = pickle.loads(_read_bytes(hist_path))
-    except Exception as err:
-        raise SchemaError(f"{hist_path}: cannot be read as a pickle ({err})") from err
-    for request_id, seq in table.items():
-        yield (day, int(request_id)), seq
-
-
 class Organise(beam.DoFn):
-    """(key, {rows, history}) → record, or every row to the dead letter with the reason."""
+    """(key, {rows, entry, history}) → record, and every unusable row to the dead letter."""
 
     def __init__(self, stages: int, eval_days: set, num_negatives: int):
         self.stages = stages
@@ -115,22 +126,19 @@ class Organise(beam.DoFn):
         self.num_negatives = num_negatives
 
     def process(self, element, pools):
-        (day, _), grouped = element
-        rows = list(grouped["rows"])
-        if not rows:
-            return  # a history without logged rows: not an input row
-        histories = list(grouped["history"])
+        (day, request_id), grouped = element
+        rows, entries, histories = (list(grouped[k]) for k in ("rows", "entry", "history"))
         is_eval = day in self.eval_days
-        try:
-            record = organise_request(
-                rows, histories[0] if histories else None, self.stages,
-                pools.get(day, []) if is_eval else (), self.num_negatives if is_eval else 0)
-        except RequestProblem as err:
-            for row in rows:
-                yield beam.pvalue.TaggedOutput("dead", _dead(row, str(err), f"day {day}"))
-            return
-        _counter("used_rows").inc(len(rows))
-        yield ("eval" if is_eval else "train"), record
+        result = assemble_request(
+            request_id, rows, entries[0] if entries else None, histories[0] if histories else None,
+            self.stages, pools.get(day, []) if is_eval else (), self.num_negatives if is_eval else 0,
+            has_entry=bool(entries), has_history=bool(histories))
+        _counter("input_rows_request_id_dict").inc(result.dict_only)
+        for row, reason in result.dead:
+            yield beam.pvalue.TaggedOutput("dead", _dead(row, reason, f"day {day}"))
+        if result.record is not None:
+            _counter("used_rows").inc(len(result.used))
+            yield ("eval" if is_eval else "train"), result.record
 
 
 def _pool_for_day(rows: Sequence[dict]) -> list[dict]:
@@ -155,6 +163,7 @@ class WriteSidecars(beam.DoFn):
             with FileSystems.create(FileSystems.join(self.output_dir, "vocab", f"{feature}.txt")) as fh:
                 fh.write("".join(f"{v}\n" for v in ids).encode())
         meta = dict(self.meta, vocab_sizes={f: len(vocabularies.get(f, [])) + 1 for f in VOCAB_FEATURES})
+        meta["fingerprint"] = vocabulary_fingerprint({f: vocabularies.get(f, []) for f in VOCAB_FEATURES}, meta)
         for name, payload in (("metadata.json", meta),
                               ("schema.json", schema_dict({"train": meta["train_list_size"],
                                                            "eval": meta["eval_list_size"]}))):
@@ -180,13 +189,14 @@ def build_pipeline(p: beam.Pipeline, input_dir: str, output_dir: str, stages: in
     eval_set = {d for d, _ in days[len(days) - eval_days:]} if eval_days else set()
     day_files = p | "Days" >> beam.Create(days)
     read = day_files | "ReadRows" >> beam.ParDo(ReadDay()).with_outputs(ReadDay.DEAD, main="rows")
-    histories = day_files | "ReadHistories" >> beam.FlatMap(_read_histories)
+    entries = day_files | "ReadRequestDicts" >> beam.FlatMap(_read_table, source="request_id_dict")
+    histories = day_files | "ReadHistories" >> beam.FlatMap(_read_table, source="seq_effective_50_dict")
     pools = (read.rows
              | "EvalRows" >> beam.Filter(lambda kv: kv[0][0] in eval_set)
              | "KeyByDay" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
              | "PoolCandidates" >> beam.combiners.Top.PerKey(NEGATIVE_POOL_SIZE * 4, key=negative_pool_key, reverse=True)
              | "Pool" >> beam.MapTuple(lambda day, rows: (day, _pool_for_day(rows)[:NEGATIVE_POOL_SIZE])))
-    organised = ({"rows": read.rows, "history": histories}
+    organised = ({"rows": read.rows, "entry": entries, "history": histories}
                  | "GroupByRequest" >> beam.CoGroupByKey()
                  | "Organise" >> beam.ParDo(Organise(stages, eval_set, num_negatives),
                                             pools=beam.pvalue.AsDict(pools)).with_outputs("dead", main="records"))
@@ -222,27 +232,62 @@ def build_pipeline(p: beam.Pipeline, input_dir: str, output_dir: str, stages: in
 
 def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: int = 1,
                    beam_args: Sequence[str] | None = None,
-                   num_negatives: int = F.EVAL_EXTRA_NEGATIVES) -> dict:
+                   num_negatives: int = F.EVAL_EXTRA_NEGATIVES, overwrite: bool = False) -> dict:
     """Runs the pipeline and writes ``OUT/stats.json``.
 
     Args:
-      input_dir: RecFlow-layout folder (local path or any filesystem Beam supports).
-      output_dir: where train/, eval/, vocab/, dead_letter/ and the JSON files go.
+      input_dir: RecFlow folder (local path or any filesystem Beam supports).
+      output_dir: where train/, eval/, vocab/, dead_letter/ and the JSON files go. It must be
+        absent or empty unless ``overwrite``; a local one is written to a temporary sibling
+        folder and renamed into place only when complete.
       stages: 2 or 3 (list layout and graded labels).
       eval_days: how many of the last days form the eval split.
-      beam_args: Beam pipeline options, passed through unchanged (default DirectRunner).
+      beam_args: Beam pipeline options, passed through unchanged; with no ``--runner`` the
+        pipeline runs in process on Beam's FnApiRunner (the DirectRunner's batch engine,
+        without its attempt to download the Prism runner).
       num_negatives: extra negatives sampled from other requests per eval request.
+      overwrite: replace a non-empty ``output_dir``.
 
     Returns:
-      The stats: ``input_rows``, ``used_rows``, ``dead_letter_rows``,
-      ``requests_written`` {train, eval} and the dead-letter reasons are in the files.
+      The stats: ``input_rows`` (and ``input_rows_by_source``), ``used_rows``,
+      ``dead_letter_rows``, ``requests_written`` {train, eval}; the dead-letter reasons are in
+      ``dead_letter/``.
+
+    Raises:
+      FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
+      EmptySplitError: the train split, or the eval split when ``eval_days > 0``, has no request.
     """
     if stages not in (2, 3):
         raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
+    if num_negatives < 0:
+        raise ValueError(f"num_negatives must be >= 0, got num_negatives={num_negatives}")
     if not FileSystems.exists(input_dir):
         raise FileNotFoundError(f"input_dir={input_dir!r} does not exist")
-    options = PipelineOptions(list(beam_args or []))
-    p = beam.Pipeline(options=options)
+    if _non_empty(output_dir) and not overwrite:
+        raise FileExistsError(f"output_dir={output_dir!r} is not empty: choose a new folder or pass "
+                              "--overwrite to replace it")
+    beam_args = list(beam_args or [])
+    local = "://" not in output_dir
+    work = f"{os.path.normpath(output_dir)}.tmp-{uuid.uuid4().hex[:8]}" if local else output_dir
+    if not local and overwrite and FileSystems.exists(output_dir):
+        FileSystems.delete([output_dir])
+    try:
+        stats = _run(input_dir, work, stages, eval_days, beam_args, num_negatives)
+        if local:
+            _replace_folder(work, output_dir)
+    finally:
+        if local and os.path.exists(work):
+            shutil.rmtree(work, ignore_errors=True)
+    log.info("preprocess done: %s", stats)
+    return stats
+
+
+def _run(input_dir: str, output_dir: str, stages: int, eval_days: int, beam_args: Sequence[str],
+         num_negatives: int) -> dict:
+    named = any(a == "--runner" or a.startswith("--runner=") for a in beam_args)
+    # Beam's DirectRunner first tries to download the Prism runner; with no runner named we run
+    # the in-process FnApiRunner it would fall back to, so nothing is fetched.
+    p = beam.Pipeline(runner=None if named else FnApiRunner(), options=PipelineOptions(list(beam_args)))
     build_pipeline(p, input_dir, output_dir, stages, eval_days, num_negatives)
     result = p.run()
     result.wait_until_finish()
@@ -250,8 +295,10 @@ def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: 
     for r in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         # One result per step that increments the counter (dead letters come from two steps).
         counters[r.key.metric.name] = counters.get(r.key.metric.name, 0) + r.committed
+    by_source = {s: int(counters.get(f"input_rows_{s}", 0)) for s in ("all_stage", "request_id_dict")}
     stats = {
-        "input_rows": int(counters.get("input_rows", 0)),
+        "input_rows": sum(by_source.values()),
+        "input_rows_by_source": by_source,
         "used_rows": int(counters.get("used_rows", 0)),
         "dead_letter_rows": int(counters.get("dead_letter_rows", 0)),
         "requests_written": {"train": int(counters.get("requests_written_train", 0)),
@@ -260,10 +307,44 @@ def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: 
     }
     if stats["input_rows"] != stats["used_rows"] + stats["dead_letter_rows"]:
         raise RuntimeError(f"row accounting broken: {stats}")
+    days = [d for d, _ in find_days(input_dir)]
+    for split, split_days in (("train", days[: len(days) - eval_days]), ("eval", days[len(days) - eval_days:])):
+        if split_days and stats["requests_written"][split] == 0:
+            raise EmptySplitError(
+                f"the {split} split (days {', '.join(split_days)}) has no usable request: "
+                f"{stats['dead_letter_rows']} of {stats['input_rows']} input rows were dead-lettered, "
+                f"e.g. {_first_reason(output_dir)!r}")
     with FileSystems.create(FileSystems.join(output_dir, "stats.json")) as fh:
         fh.write((json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
-    log.info("preprocess done: %s", stats)
     return stats
+
+
+def _non_empty(folder: str) -> bool:
+    if "://" not in folder:
+        return os.path.isdir(folder) and any(os.scandir(folder)) or os.path.isfile(folder)
+    return bool(FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list)
+
+
+def _replace_folder(new: str, target: str) -> None:
+    """Moves the finished ``new`` folder to ``target`` (replacing what is there)."""
+    old = None
+    if os.path.lexists(target):
+        old = f"{os.path.normpath(target)}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+    os.replace(new, target)
+    if old and os.path.isdir(old):
+        shutil.rmtree(old, ignore_errors=True)
+    elif old:
+        os.remove(old)
+
+
+def _first_reason(output_dir: str) -> str:
+    for match in FileSystems.match([FileSystems.join(output_dir, "dead_letter", "*")])[0].metadata_list:
+        with FileSystems.open(match.path) as fh:
+            line = fh.readline()
+        if line.strip():
+            return json.loads(line)["reason"]
+    return "no dead letter"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,9 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--stages", type=int, default=2, choices=(2, 3))
     parser.add_argument("--eval-days", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true")
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO)
-    print(json.dumps(run_preprocess(args.input, args.output, args.stages, args.eval_days, beam_args), indent=2))
+    print(json.dumps(run_preprocess(args.input, args.output, args.stages, args.eval_days, beam_args,
+                                    overwrite=args.overwrite), indent=2))
     return 0
 
 

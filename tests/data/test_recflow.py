@@ -54,20 +54,36 @@ def test_three_stage_and_eval_negatives(logs):
     assert all(np.array_equal(rec[k], again[k]) for k in rec)
 
 
+def _drop(folder, day, frame, index):
+    """Removes all_stage rows and their request_id_dict items (both sources agree)."""
+    import pickle
+
+    path = folder / "request_id_dict" / f"{day}.pkl"
+    entries = pickle.loads(path.read_bytes())
+    for _, row in frame.loc[index].iterrows():
+        entry = entries[int(row.request_id)]
+        for stage in list(entry):
+            entry[stage] = entry[stage][entry[stage][:, 0] != row.video_id]
+    path.write_bytes(pickle.dumps(entries))
+    frame.drop(index=index).reset_index(drop=True).to_feather(folder / "all_stage" / f"{day}.feather")
+
+
 def test_short_requests_are_padded_and_missing_ground_truth_reported(tmp_path):
     simulate(tmp_path, "tiny", seed=2, days=1, requests_per_day=5)
-    path = tmp_path / "all_stage" / "2024-01-13.feather"
-    frame = pd.read_feather(path)
+    frame = pd.read_feather(tmp_path / "all_stage" / "2024-01-13.feather")
     first, second = frame.request_id.unique()[:2]
     drop = frame[(frame.request_id == first) & (frame.prerank_neg == 1)].index[:4]
     no_gt = frame[(frame.request_id == second) & (frame.rank_pos == 1)].index
-    frame.drop(index=drop.union(no_gt)).reset_index(drop=True).to_feather(path)
-    skipped = []
-    records = {int(r["request_id"]): r for r in read_requests(tmp_path, stages=2, skipped=skipped)}
-    assert second not in records and skipped == [(second, "request has 0 ground-truth (rank_pos) items, needs >= 10")]
+    _drop(tmp_path, "2024-01-13", frame, drop.union(no_gt))
+    skipped, counts = [], {}
+    records = {int(r["request_id"]): r for r in read_requests(tmp_path, stages=2, skipped=skipped, counts=counts)}
+    left = int((frame.request_id == second).sum()) - len(no_gt)
+    assert second not in records
+    assert skipped == [(second, "request has 0 ground-truth (rank_pos) items, needs >= 10")] * left
     rec = records[first]
     assert rec["mask"].sum() == 36 and (rec["label"] == -1).sum() == 4
     assert np.all(rec["video_id"][rec["mask"] == 0] == -1)
+    assert counts["input_rows"] == len(frame) - len(drop) - len(no_gt) == counts["used_rows"] + counts["dead_letter_rows"]
 
 
 def test_bad_paths_and_files(tmp_path):

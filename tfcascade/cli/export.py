@@ -20,9 +20,10 @@ def run(args) -> int:
     import tempfile
 
     from serving.export import publish_version, write_saved_model
-    from tfcascade.training import load_model
+    from tfcascade.training import load_model, require_data
 
     model = load_model(args.model_dir)
+    require_data(model, args.data, "export")
     with tempfile.TemporaryDirectory() as tmp:
         export = write_saved_model(model, os.path.join(tmp, "saved_model"), os.path.join(args.data, "vocab"), k=args.k)
         path = publish_version(export, args.serving_dir, args.model_name, args.version)

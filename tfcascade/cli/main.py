@@ -65,7 +65,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = _load(args.command)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except _data_errors() as err:  # bad input the data layer named precisely: one line, no traceback
+        print(f"tfcascade {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _data_errors() -> tuple[type[Exception], ...]:
+    """Errors that name the bad input (evaluated only once something was raised)."""
+    from tfcascade.data.fingerprint import DataMismatchError
+    from tfcascade.data.schema import SchemaError
+    from tfcascade.data.tfdata import EmptySplitError
+
+    return (DataMismatchError, EmptySplitError, SchemaError, FileExistsError)
 
 
 if __name__ == "__main__":

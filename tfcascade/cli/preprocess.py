@@ -11,7 +11,8 @@ def add_parser(subparsers):
         description="Unknown options are passed to Beam unchanged (e.g. --runner DataflowRunner "
                     "--project P --region R --temp_location gs://...).")
     p.add_argument("--input", required=True, help="RecFlow-layout folder (any Beam filesystem)")
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--output", required=True, help="output folder (absent or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     p.add_argument("--stages", type=int, default=2, choices=(2, 3))
     p.add_argument("--eval-days", type=int, default=1, help="last N days form the eval split")
     p.add_argument("--eval-negatives", type=int, default=160,
@@ -27,6 +28,7 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stats = run_preprocess(args.input, args.output, stages=args.stages, eval_days=args.eval_days,
-                           beam_args=args.beam_args, num_negatives=args.eval_negatives)
+                           beam_args=args.beam_args, num_negatives=args.eval_negatives,
+                           overwrite=args.overwrite)
     print(json.dumps(stats, indent=2))
     return 0

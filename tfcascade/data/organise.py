@@ -33,15 +33,9 @@ def layout(stages: int) -> dict[str, int]:
 
 
 def cascade_stage(row: Mapping, stages: int) -> str | None:
-    """The stage sample a row plays in a ``stages``-stage list (None: not used by it)."""
-    if stages == 3:
-        if row["rerank_pos"]:
-            return "rerank_pos"
-        if row["rerank_neg"] or row["rank_pos"]:
-            return "rerank_neg"
-    elif row["rank_pos"] or row["rerank_pos"] or row["rerank_neg"]:
-        return "rank_pos"
-    for name in ("rank_neg", "coarse_neg", "prerank_neg"):
+    """The stage sample a row plays in a ``stages``-stage list: its most advanced flag among
+    the layout's stages (None: not used by it)."""
+    for name in layout(stages):
         if row[name]:
             return name
     return None

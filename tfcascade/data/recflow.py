@@ -1,25 +1,33 @@
-"""Reader for RecFlow-layout folders (the real dataset or the simulator's output).
+"""Reader of RecFlow folders (the real release or ``tfcascade simulate`` output).
 
-Yields per-request records in the LCRON sample organisation (``organise.organise_request``):
-user features and history, n_i items from each stage, graded labels, a mask, and for
-evaluation days extra negatives sampled from other requests of the same day.
+Reads the real format (``docs/recflow_format.md``): item features and stage flags from
+``all_stage/<day>.feather``, checked against ``request_id_dict/<day>.pkl``, the behaviour history
+from ``seq_effective_50_dict/<day>.pkl``. Yields per-request records in the LCRON sample
+organisation (``organise.organise_request``): user features and history, n_i items from each
+stage, graded labels, a mask, and for evaluation days extra negatives sampled from other requests
+of the same day. Rows that cannot be used go to ``skipped`` with their reason
+(``assemble.assemble_request``), the same rows and reasons as the Beam preprocessing.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from tfcascade.data.organise import (
-    RequestProblem,
-    item_of,
-    negative_pool_key,
-    organise_request,
+from tfcascade.data.assemble import assemble_request
+from tfcascade.data.organise import item_of, negative_pool_key
+from tfcascade.data.schema import (
+    COLUMNS,
+    SchemaError,
+    normalise_row,
+    row_problem,
+    validate_frame,
+    value_problem,
 )
-from tfcascade.data.schema import COLUMNS, SchemaError, normalise_row, row_problem, validate_frame
 
 NEGATIVE_POOL_SIZE = 4000
 
@@ -36,29 +44,53 @@ def list_days(recflow_dir: str | Path) -> list[str]:
     return days
 
 
-def read_day(recflow_dir: str | Path, day: str) -> pd.DataFrame:
-    """One day's ``all_stage`` rows, checked against the schema."""
-    path = Path(recflow_dir) / "all_stage" / f"{day}.feather"
+def parse_feather(data: bytes | str | Path, source: str) -> pd.DataFrame:
+    """An all_stage file's rows, its columns checked (rows are checked one by one later)."""
     try:
-        frame = pd.read_feather(path)
+        frame = pd.read_feather(io.BytesIO(data) if isinstance(data, bytes) else data)
     except FileNotFoundError:
-        raise FileNotFoundError(f"missing file {path}") from None
+        raise FileNotFoundError(f"missing file {source}") from None
     except Exception as err:  # pyarrow raises several types for corrupt files
-        raise SchemaError(f"{path}: cannot be read as a feather file ({err})") from err
-    validate_frame(frame, str(path))
+        raise SchemaError(f"{source}: cannot be read as a feather file ({err})") from err
+    validate_frame(frame, source)
     return frame[list(COLUMNS)]
 
 
-def read_histories(recflow_dir: str | Path, day: str) -> dict:
-    """``seq_effective_50_dict/<day>.pkl``: request_id -> {"video_id": [...], "author_id": [...]}."""
-    path = Path(recflow_dir) / "seq_effective_50_dict" / f"{day}.pkl"
-    if not path.exists():
-        return {}
+def parse_pickle(data: bytes, source: str) -> dict:
+    """A request_id_dict or seq_effective_50_dict file: a dict keyed by integer request id."""
     try:
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
+        table = pickle.loads(data)
     except Exception as err:
-        raise SchemaError(f"{path}: cannot be read as a pickle ({err})") from err
+        raise SchemaError(f"{source}: cannot be read as a pickle ({err})") from err
+    if not isinstance(table, dict):
+        raise SchemaError(f"{source}: holds a {type(table).__name__}, expected a dict keyed by request_id")
+    out = {}
+    for key, value in table.items():
+        try:
+            out[int(key)] = value
+        except (TypeError, ValueError, OverflowError):
+            raise SchemaError(f"{source}: key {key!r} is not an integer request_id") from None
+    return out
+
+
+def day_file(recflow_dir: str | Path, sub: str, day: str) -> Path:
+    """``<recflow_dir>/<sub>/<day>.<ext>`` of a day, required to exist."""
+    path = Path(recflow_dir) / sub / f"{day}.{'feather' if sub == 'all_stage' else 'pkl'}"
+    if not path.exists():
+        raise FileNotFoundError(f"missing file {path} (every all_stage day needs its {sub} file)")
+    return path
+
+
+def read_day(recflow_dir: str | Path, day: str) -> pd.DataFrame:
+    """One day's ``all_stage`` rows, columns checked."""
+    path = day_file(recflow_dir, "all_stage", day)
+    return parse_feather(path, str(path))
+
+
+def read_table(recflow_dir: str | Path, sub: str, day: str) -> dict:
+    """One day's ``request_id_dict`` or ``seq_effective_50_dict`` table."""
+    path = day_file(recflow_dir, sub, day)
+    return parse_pickle(path.read_bytes(), str(path))
 
 
 def negative_pool(rows: Sequence[dict], size: int = NEGATIVE_POOL_SIZE) -> list[dict]:
@@ -76,37 +108,58 @@ def negative_pool(rows: Sequence[dict], size: int = NEGATIVE_POOL_SIZE) -> list[
 
 
 def read_requests(recflow_dir: str | Path, days: Sequence[str] | None = None, stages: int = 2,
-                  eval_negatives: int = 0, seed: int = 0, skipped: list | None = None) -> Iterator[dict]:
+                  eval_negatives: int = 0, seed: int = 0, skipped: list | None = None,
+                  counts: dict | None = None) -> Iterator[dict]:
     """Yields one record per usable request (raw ids), day by day in request order.
 
     Args:
-      recflow_dir: the RecFlow-layout folder.
+      recflow_dir: the RecFlow folder.
       days: which days (default all).
       stages: 2 or 3 (list layout and labels, ``tfcascade/features.py``).
       eval_negatives: sampled negatives to append per request (e.g. 160 on evaluation days).
       seed: seeds the list order and the negative sampling (deterministic per request; the
         Beam pipeline's output equals ``seed=0``).
-      skipped: if given, receives ``(request_id or None, reason)`` for every malformed row and
-        every unusable request, so nothing is dropped silently.
+      skipped: if given, receives ``(request_id or None, reason)`` for every dead-letter row
+        (``assemble.assemble_request``), so nothing is dropped silently.
+      counts: if given, receives ``input_rows``, ``used_rows`` and ``dead_letter_rows`` as the
+        Beam preprocessing counts them (input = used + dead-letter).
     """
+    tally = counts if counts is not None else {}
+    for key in ("input_rows", "used_rows", "dead_letter_rows"):
+        tally.setdefault(key, 0)
     for day in days or list_days(recflow_dir):
         frame = read_day(recflow_dir, day)
-        histories = read_histories(recflow_dir, day)
+        entries = read_table(recflow_dir, "request_id_dict", day)
+        histories = read_table(recflow_dir, "seq_effective_50_dict", day)
         rows = []
         for raw in frame.to_dict("records"):
+            tally["input_rows"] += 1
             problem = row_problem(raw)
             if problem is None:
                 rows.append(normalise_row(raw))
-            elif skipped is not None:
-                skipped.append((raw.get("request_id"), problem))
+                continue
+            tally["dead_letter_rows"] += 1
+            if skipped is not None:
+                skipped.append((_request_of(raw), problem))
         pool = negative_pool(rows) if eval_negatives else []
-        groups: dict[int, list] = {}
+        groups: dict[int, list] = {rid: [] for rid in entries}
         for row in rows:
             groups.setdefault(row["request_id"], []).append(row)
         for request_id in sorted(groups):
-            try:
-                yield organise_request(groups[request_id], histories.get(request_id), stages,
-                                       pool, eval_negatives, seed)
-            except RequestProblem as err:
-                if skipped is not None:
-                    skipped.append((request_id, str(err)))
+            result = assemble_request(
+                request_id, groups[request_id], entries.get(request_id), histories.get(request_id),
+                stages, pool, eval_negatives, seed, has_entry=request_id in entries,
+                has_history=request_id in histories)
+            tally["input_rows"] += result.dict_only
+            tally["used_rows"] += len(result.used)
+            tally["dead_letter_rows"] += len(result.dead)
+            if skipped is not None:
+                skipped += [(request_id, reason) for _, reason in result.dead]
+            if result.record is not None:
+                yield result.record
+
+
+def _request_of(raw: dict) -> int | None:
+    """A bad row's request id, where it has a usable one (for the dead letter)."""
+    value = raw.get("request_id")
+    return None if value_problem("request_id", value) else int(value)

@@ -50,10 +50,29 @@ def _files(source: str | Sequence[str], split: str) -> list[str]:
     return files
 
 
-def _list_sizes(first_file: str) -> tuple[int, int]:
-    """(list size, history length) read off the first example of a file."""
-    record = next(iter(tf.data.TFRecordDataset(first_file, compression_type=_compression(first_file)).take(1)))
-    example = tf.train.Example.FromString(record.numpy())
+class EmptySplitError(ValueError):
+    """A split has no example."""
+
+
+def _first_record(files: Sequence[str]) -> bytes | None:
+    for path in files:
+        for record in tf.data.TFRecordDataset(path, compression_type=_compression(path)).take(1):
+            return record.numpy()
+    return None
+
+
+def dataset_has_examples(source: str | Sequence[str], split: str) -> bool:
+    """Whether ``split`` of ``source`` (as for :func:`make_dataset`) holds at least one example."""
+    return _first_record(_files(source, split)) is not None
+
+
+def _list_sizes(files: Sequence[str], split: str) -> tuple[int, int]:
+    """(list size, history length) read off the first example."""
+    record = _first_record(files)
+    if record is None:
+        raise EmptySplitError(f"split={split!r} has no example in {len(files)} TFRecord files "
+                              f"(first {files[0]!r}): its days had no usable request")
+    example = tf.train.Example.FromString(record)
     feats = example.features.feature
     return len(feats["mask"].float_list.value), len(feats["hist_video_id"].int64_list.value)
 
@@ -82,7 +101,7 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
     if sampled_negatives < 0:
         raise ValueError(f"sampled_negatives must be >= 0, got sampled_negatives={sampled_negatives}")
     files = _files(source, split)
-    list_size, history_length = _list_sizes(files[0])
+    list_size, history_length = _list_sizes(files, split)
     spec = feature_spec(list_size, history_length)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:

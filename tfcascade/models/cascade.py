@@ -113,16 +113,21 @@ class CascadeModel(tfrs.models.Model):
 
 def build_cascade(metadata_or_vocab_sizes: Mapping, stages: int = 2, loss="lcron", embedding_dim: int = 8,
                   loss_options: Mapping | None = None, qs: Sequence[int] | None = None, k: int = 10,
-                  stage_models: Sequence[str] | None = None, seed: int | None = None) -> CascadeModel:
+                  stage_models: Sequence[str] | None = None, seed: int | None = None,
+                  data_fingerprint: str | None = None) -> CascadeModel:
     """Builds a cascade from preprocessing metadata (or a vocab-size dict).
 
     Args:
-      metadata_or_vocab_sizes: ``load_metadata(out_dir)`` or ``{feature: size}``.
+      metadata_or_vocab_sizes: ``load_metadata(out_dir)`` or ``{feature: size}``; metadata's
+        ``fingerprint`` becomes the model's ``data_fingerprint``
+        (``tfcascade.data.fingerprint``).
       stages: 2 (DSSM → DIN) or 3 (DSSM → MLP → DIN).
       loss, loss_options, qs, k: see :class:`CascadeModel`.
       stage_models: stage kinds (``dssm``, ``mlp``, ``din``, ``tarq``), default by ``stages``;
         e.g. ``("dssm", "tarq", "din")`` puts TARQ in the pre-ranking slot.
       seed: seeds the weight initialisation.
+      data_fingerprint: the fingerprint of the preprocessing the model is for (default: the
+        metadata's); kept in ``config()`` so that other data is refused.
     """
     if stages not in (2, 3):
         raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
@@ -137,5 +142,6 @@ def build_cascade(metadata_or_vocab_sizes: Mapping, stages: int = 2, loss="lcron
     model = CascadeModel(models, loss=loss, loss_options=loss_options, qs=qs, k=k)
     model._build_config = {"vocab_sizes": vocab, "stages": stages, "loss": loss, "embedding_dim": embedding_dim,
                            "loss_options": dict(loss_options or {}), "qs": list(model.qs), "k": model.k,
-                           "stage_models": list(kinds)}
+                           "stage_models": list(kinds),
+                           "data_fingerprint": data_fingerprint or metadata_or_vocab_sizes.get("fingerprint")}
     return model

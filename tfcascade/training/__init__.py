@@ -1,6 +1,6 @@
 """Training, evaluation and comparison of cascades (``train``, ``evaluate``, ``load_model``)."""
 
 from tfcascade.training.compare import compare
-from tfcascade.training.trainer import evaluate, evaluate_model, load_model, train
+from tfcascade.training.trainer import evaluate, evaluate_model, load_model, require_data, train
 
-__all__ = ["compare", "evaluate", "evaluate_model", "load_model", "train"]
+__all__ = ["compare", "evaluate", "evaluate_model", "load_model", "require_data", "train"]

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.data.tfdata import load_metadata, make_dataset
+from tfcascade.data.fingerprint import require_same_data
+from tfcascade.data.tfdata import EmptySplitError, dataset_has_examples, load_metadata, make_dataset
 from tfcascade.models.cascade import CascadeModel, build_cascade
 from tfcascade.models.tarq import TARQ, CodebookMonitor
 from tfcascade.training.callbacks import StepTimer
@@ -69,6 +70,10 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
                          f"got stages={stages}")
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got epochs={epochs}")
+    _require_splits(list(train_files) if train_files else data_dir, list(eval_files) if eval_files else data_dir)
+    config_path = os.path.join(model_dir, CONFIG_FILE)
+    if tf.io.gfile.exists(config_path):  # a rerun resumes the backup: only on the same data
+        require_same_data(_read_json(config_path).get("data_fingerprint"), meta, data_dir, "resume training")
     keras.utils.set_random_seed(seed)
     tf.io.gfile.makedirs(model_dir)
     strategy = strategy or tf.distribute.get_strategy()
@@ -77,7 +82,7 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
         model = build_cascade(meta, stages=stages, loss=loss, embedding_dim=embedding_dim,
                               loss_options=options, seed=seed, stage_models=stage_models)
         model.compile(optimizer=keras.optimizers.Adam(lr))
-    model.save_config(os.path.join(model_dir, CONFIG_FILE))
+    model.save_config(config_path)
     train_ds = make_dataset(list(train_files) if train_files else data_dir, "train", batch_size,
                             shuffle=True, num_epochs=1, seed=seed, sampled_negatives=sampled_negatives)
     with strategy.scope():  # BackupAndRestore restores into built weights and optimizer slots
@@ -112,11 +117,11 @@ def load_model(model_dir: str) -> CascadeModel:
     path = os.path.join(model_dir, CONFIG_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"no {CONFIG_FILE} in model_dir={model_dir!r}: not a trained cascade")
-    with tf.io.gfile.GFile(path) as fh:
-        config = json.load(fh)
+    config = _read_json(path)
     model = build_cascade(config["vocab_sizes"], stages=config["stages"], loss=config["loss"],
                           embedding_dim=config["embedding_dim"], loss_options=config["loss_options"],
-                          qs=config["qs"], k=config["k"], stage_models=config["stage_models"])
+                          qs=config["qs"], k=config["k"], stage_models=config["stage_models"],
+                          data_fingerprint=config.get("data_fingerprint"))
     status = tf.train.Checkpoint(model=model).read(os.path.join(model_dir, CHECKPOINT_PREFIX))
     status.expect_partial()
     return model
@@ -135,5 +140,27 @@ def evaluate_model(model: CascadeModel, source, batch_size: int = 256) -> dict:
 
 
 def evaluate(model_dir: str, data_dir: str, batch_size: int = 256) -> dict:
-    """Loads ``model_dir`` and evaluates it on ``data_dir``'s eval split."""
-    return evaluate_model(load_model(model_dir), data_dir, batch_size)
+    """Loads ``model_dir`` and evaluates it on ``data_dir``'s eval split (refused unless
+    ``data_dir`` is the preprocessing the model was trained on: ``require_data``)."""
+    model = load_model(model_dir)
+    require_data(model, data_dir, "evaluate")
+    return evaluate_model(model, data_dir, batch_size)
+
+
+def require_data(model: CascadeModel, data_dir: str, action: str) -> None:
+    """Refuses ``data_dir`` unless its vocabulary fingerprint is the model's
+    (``tfcascade.data.fingerprint.DataMismatchError``)."""
+    require_same_data(model.config().get("data_fingerprint"), load_metadata(data_dir), data_dir, action)
+
+
+def _require_splits(train_source, eval_source) -> None:
+    """Fails before any training step when a split has no example."""
+    for source, split in ((train_source, "train"), (eval_source, "eval")):
+        if not dataset_has_examples(source, split):
+            raise EmptySplitError(f"the {split} split of {source!r} has no example: preprocess data "
+                                  f"whose {split} days have usable requests (see its dead_letter/)")
+
+
+def _read_json(path: str) -> dict:
+    with tf.io.gfile.GFile(path) as fh:
+        return json.load(fh)
