@@ -202,3 +202,13 @@ def test_random_corruptions_never_crash_and_counts_add_up(clean, tmp_path_factor
     for record in records:  # what is used is clean: one row per video, ids in int64 and >= 0
         videos = record["video_id"][record["mask"] > 0]
         assert len(set(videos.tolist())) == len(videos) and (videos >= 0).all()
+
+
+def test_a_ranked_row_without_its_position_is_dead(clean):
+    """Found by the corruption test: a rank_pos row with rank_index = −1 has no graded label."""
+    row = _frame(clean).query("rank_pos == 1 and rerank_pos == 0").iloc[0].to_dict()
+    assert row_problem(row) is None
+    assert row_problem(dict(row, rank_index=-1)) == (
+        "a rank_pos row needs its rank_index (the graded label), got rank_index=-1")
+    top = _frame(clean).query("rerank_pos == 1").iloc[0].to_dict()
+    assert "needs its rerank_index" in row_problem(dict(top, rerank_index=-1))

@@ -57,6 +57,9 @@ ID_COUNT_KEYS = ("user_id", "device_id", "age", "gender", "province", "video_id"
                  "author_id", "category_level_one", "category_level_two", "upload_type")
 
 # The most advanced stage first: a row's stage is its first flag set in this order.
+# Flags whose graded label needs a stage position (``features.graded_label``).
+POSITIONED_FLAGS = (("rank_pos", "rank_index"), ("rerank_neg", "rank_index"), ("rerank_pos", "rank_index"),
+                    ("rerank_pos", "rerank_index"))
 FLAG_ORDER = ("rerank_pos", "rerank_neg", "rank_pos", "rank_neg", "coarse_neg", "prerank_neg")
 _INT64_LIMIT = 2.0**63
 
@@ -93,7 +96,8 @@ def value_problem(name: str, value: object, kind: str = "i") -> str | None:
 
 def row_problem(row: Mapping[str, object]) -> str | None:
     """Why one all_stage row cannot be used (None if it can): a missing, non-numeric,
-    non-finite or non-int64 field, a negative id, a flag other than 0/1, or no stage flag."""
+    non-finite or non-int64 field, a negative id, a flag other than 0/1, no stage flag, or a
+    ranked flag without its position."""
     for column, kind in COLUMNS.items():
         problem = value_problem(column, row.get(column), kind)
         if problem:
@@ -106,6 +110,9 @@ def row_problem(row: Mapping[str, object]) -> str | None:
             return f"unknown stage flag value {flag}={row[flag]!r} (expected 0 or 1)"
     if stage_of(row) is None:
         return "row has no stage flag set"
+    for flag, position in POSITIONED_FLAGS:
+        if int(row[flag]) == 1 and row[position] < 0:
+            return f"a {flag} row needs its {position} (the graded label), got {position}={row[position]!r}"
     return None
 
 
@@ -142,7 +149,7 @@ def history_problem(history: object) -> str | None:
         bad = ~np.isfinite(array) | (np.abs(array) >= _INT64_LIMIT) | (array != np.round(array))
         if bad.any():
             r, c = np.argwhere(bad)[0]
-            return f"history row {r} column {HISTORY_COLUMNS[c]!r}={array[r, c]!r} is not an int64 integer"
+            return f"history row {r} column {HISTORY_COLUMNS[c]!r}={float(array[r, c])!r} is not an int64 integer"
     return None
 
 
