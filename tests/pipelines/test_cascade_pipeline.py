@@ -296,14 +296,14 @@ def _top_k_both_ways(model, serving_fn, metrics):
     batch, k, qs = int(features["mask"].shape[0]), metrics["k"], metrics["qs"]
     expected = _first_top_k(model.select(features, qs), batch, k)
 
+    from serving.export import raw_from_indices
+    from tfcascade.data import load_vocabularies
+
+    # Raw ids start at 0 in the RecFlow format: index 0 (padding / unknown) maps to the padding
+    # and unknown raw ids, not to raw id 0.
     _, signature = serving_fn.structured_input_signature
-    raw = {}
-    for name, spec in signature.items():
-        vocab = np.asarray(_vocab(examples_uri, name), dtype=object)
-        values = vocab[np.asarray(features[name])]
-        if spec.dtype != tf.string:
-            values = np.vectorize(lambda v: int(v) if v else 0)(values)
-        raw[name] = tf.constant(values.tolist(), dtype=spec.dtype)
+    ids = raw_from_indices({k: np.asarray(v) for k, v in features.items()}, load_vocabularies(examples_uri))
+    raw = {name: tf.constant(ids[name], dtype=spec.dtype) for name, spec in signature.items()}
     outputs = serving_fn(**raw)
     got = (np.asarray(outputs["top_k_indices"]) if "top_k_indices" in outputs
            else _first_top_k(outputs, batch, k))
