@@ -98,3 +98,34 @@ def test_bad_paths_and_files(tmp_path):
     pd.DataFrame({"request_id": [1]}).to_feather(tmp_path / "all_stage" / "2024-01-01.feather")
     with pytest.raises(SchemaError, match="missing columns"):
         list(read_requests(tmp_path))
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_reads_a_real_format_folder_built_from_the_spec(tmp_path, stages):
+    """The fixture is written straight from docs/recflow_format.md, not by the simulator."""
+    from recflow_fixture import check_format, write_fixture
+
+    truth = write_fixture(tmp_path, requests=3, seed=1)
+    assert check_format(tmp_path) == []
+    skipped, counts = [], {}
+    records = {int(r["request_id"]): r for r in read_requests(tmp_path, stages=stages, skipped=skipped, counts=counts)}
+    assert skipped == [] and sorted(records) == sorted(truth)
+    assert counts["used_rows"] == counts["input_rows"]
+    gt_flag = "rank_pos" if stages == 2 else "rerank_pos"
+    for rid, want in truth.items():
+        rec = records[rid]
+        assert {k: int(rec[k]) for k in F.USER_FEATURES} == want["user"]
+        gt = rec["stage"] == F.STAGE_CODES[gt_flag]
+        assert set(rec["video_id"][gt].tolist()) == want["stages"][gt_flag]
+        for name in F.TWO_STAGE_LAYOUT if stages == 2 else F.THREE_STAGE_LAYOUT:
+            videos = set(rec["video_id"][rec["stage"] == F.STAGE_CODES[name]].tolist())
+            assert videos <= want["stages"][name], name
+        for vid, lab, st in zip(rec["video_id"], rec["label"], rec["stage"]):
+            if stages == 2 and st == F.STAGE_CODES["rank_pos"]:
+                assert lab == 30 - want["rank_index"][int(vid)]
+            if stages == 3 and st == F.STAGE_CODES["rerank_pos"]:
+                assert lab == max(40 - want["rerank_index"][int(vid)], 31)
+        n = len(want["hist_video_id"])
+        np.testing.assert_array_equal(rec["hist_video_id"][:n], want["hist_video_id"])
+        np.testing.assert_array_equal(rec["hist_author_id"][:n], want["hist_author_id"])
+        assert (rec["hist_video_id"][n:] == -1).all()
