@@ -1,11 +1,11 @@
-"""Beam preprocessing throughput (DirectRunner): input rows and requests per second.
+"""Beam preprocessing throughput (in-process FnApiRunner, the DirectRunner's batch engine): input rows and requests per second.
 
     .venv/bin/python -m bench.preprocess --quick     # simulate + preprocess the tiny preset
     .venv/bin/python -m bench.preprocess --preset small
 
 The simulated logs are written first (not timed); the timing covers ``run_preprocess`` end to
 end (read, validate, vocabularies, organise, sample eval negatives, write TFRecords). Measured
-on 2 cores shared with other engineers: noisy. DirectRunner is a correctness runner; scale-out
+on 2 cores with other work on the machine: noisy. DirectRunner is a correctness runner; scale-out
 runners (Dataflow/Flink/Spark) are where throughput is meant to come from.
 """
 
@@ -38,13 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         sim = simulate(logs, preset=preset, seed=args.seed, **knobs)
         start = time.perf_counter()
         stats = run_preprocess(str(logs), str(out), stages=args.stages,
-                               beam_args=["--runner=DirectRunner", "--direct_num_workers=1"])
+                               beam_args=["--direct_num_workers=1"])
         wall = time.perf_counter() - start
     requests = sum(stats["requests_written"].values())
     payload = {"preset": preset, "knobs": knobs, "stages": args.stages, "simulated_stage_samples": sim["stage_samples"],
                "seconds": wall, "stats": stats, "rows_per_second": stats["input_rows"] / wall,
                "requests_per_second": requests / wall}
-    md = ("# Beam preprocessing throughput (DirectRunner, 1 worker)\n\n2 shared cores; noisy.\n\n"
+    md = ("# Beam preprocessing throughput (FnApiRunner, 1 worker)\n\n2 shared cores; noisy.\n\n"
           + markdown_table(["preset", "input rows", "dead letter", "requests (train/eval)", "seconds",
                             "rows/s", "requests/s"],
                            [[f"{preset} {knobs or ''}", stats["input_rows"], stats["dead_letter_rows"],
