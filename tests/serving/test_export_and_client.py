@@ -185,8 +185,10 @@ def test_export_cli_publishes_numbered_versions(tiny_data, tiny_model_dir, tmp_p
     request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
     out = loaded.signatures["serving_default"](**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
     assert out["top_k_indices"].shape == (1, 5)
-    with pytest.raises(FileExistsError, match="version 1"):
-        main(argv + ["--version", "1"])
+    capsys.readouterr()
+    assert main(argv + ["--version", "1"]) == 1  # one line, no traceback
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfcascade export: error:") and "version 1" in err and "\n" not in err
 
 
 def test_cascade_with_a_tarq_stage_exports_and_serves_identically(tiny_data, tiny_tarq_model_dir, tmp_path):
