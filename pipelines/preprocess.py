@@ -39,8 +39,8 @@ from tfcascade import features as F
 from tfcascade.data.assemble import assemble_request
 from tfcascade.data.examples import index_record, schema_dict, to_example
 from tfcascade.data.fingerprint import vocabulary_fingerprint
-from tfcascade.data.organise import item_of, negative_pool_key
-from tfcascade.data.recflow import NEGATIVE_POOL_SIZE, parse_feather, parse_pickle
+from tfcascade.data.organise import negative_pool_key
+from tfcascade.data.recflow import NEGATIVE_POOL_SIZE, negative_pool, parse_feather, parse_pickle
 from tfcascade.data.schema import normalise_row, row_problem
 from tfcascade.data.tfdata import EmptySplitError
 from tfcascade.data.vocabulary import VOCAB_FEATURES, record_ids
@@ -141,15 +141,6 @@ class Organise(beam.DoFn):
             yield ("eval" if is_eval else "train"), result.record
 
 
-def _pool_for_day(rows: Sequence[dict]) -> list[dict]:
-    seen, pool = set(), []
-    for row in sorted(rows, key=negative_pool_key):
-        if row["video_id"] not in seen:
-            seen.add(row["video_id"])
-            pool.append(item_of(row))
-    return pool
-
-
 class WriteSidecars(beam.DoFn):
     """Writes vocab/<feature>.txt, metadata.json and schema.json once the vocabularies are known."""
 
@@ -195,7 +186,7 @@ def build_pipeline(p: beam.Pipeline, input_dir: str, output_dir: str, stages: in
              | "EvalRows" >> beam.Filter(lambda kv: kv[0][0] in eval_set)
              | "KeyByDay" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
              | "PoolCandidates" >> beam.combiners.Top.PerKey(NEGATIVE_POOL_SIZE * 4, key=negative_pool_key, reverse=True)
-             | "Pool" >> beam.MapTuple(lambda day, rows: (day, _pool_for_day(rows)[:NEGATIVE_POOL_SIZE])))
+             | "Pool" >> beam.MapTuple(lambda day, rows: (day, negative_pool(rows))))
     organised = ({"rows": read.rows, "entry": entries, "history": histories}
                  | "GroupByRequest" >> beam.CoGroupByKey()
                  | "Organise" >> beam.ParDo(Organise(stages, eval_set, num_negatives),

@@ -204,6 +204,15 @@ def _load(path: Path) -> object:
         return pickle.load(f)
 
 
+def _load_dict(root: Path, where: str, report: _Report) -> dict | None:
+    """The pickled dict at ``root / where``, or None (reported) when it holds something else."""
+    table = _load(root / where)
+    if not isinstance(table, dict):
+        report.add(where, f"not a dict but {type(table).__name__}")
+        return None
+    return table
+
+
 def _examples(items: list) -> str:
     shown = ", ".join(str(x) for x in items[:MAX_EXAMPLES])
     more = f" (+{len(items) - MAX_EXAMPLES} more)" if len(items) > MAX_EXAMPLES else ""
@@ -363,9 +372,8 @@ def _check_realshow(root: Path, day: str, frame: pd.DataFrame, report: _Report) 
 def _check_request_dict(root: Path, day: str, frame: pd.DataFrame, id_cnt: dict[str, int],
                         report: _Report) -> None:
     where = f"request_id_dict/{day}.pkl"
-    request_dict = _load(root / "request_id_dict" / f"{day}.pkl")
-    if not isinstance(request_dict, dict):
-        report.add(where, f"not a dict but {type(request_dict).__name__}")
+    request_dict = _load_dict(root, where, report)
+    if request_dict is None:
         return
     pieces, unreadable = [], set()
     for request_id, stages in request_dict.items():
@@ -451,9 +459,8 @@ def _check_request_dict(root: Path, day: str, frame: pd.DataFrame, id_cnt: dict[
 def _check_history(root: Path, day: str, frame: pd.DataFrame, id_cnt: dict[str, int],
                    report: _Report) -> None:
     where = f"seq_effective_50_dict/{day}.pkl"
-    histories = _load(root / "seq_effective_50_dict" / f"{day}.pkl")
-    if not isinstance(histories, dict):
-        report.add(where, f"not a dict but {type(histories).__name__}")
+    histories = _load_dict(root, where, report)
+    if histories is None:
         return
     request_ts = frame.groupby("request_id")["request_timestamp"].first().to_dict()
     missing = sorted(set(request_ts) - {int(r) for r in histories})

@@ -105,15 +105,14 @@ def assemble_request(request_id: int, rows: Sequence[Mapping], entry: object, hi
             out.dead.append((row, f"video {video} of request {request_id}: all_stage flags "
                                   f"{sorted(s for s, _ in mine)} but request_id_dict lists "
                                   f"{sorted(s for s, _ in theirs)}"))
+    if not consistent:
+        return out
     try:
         out.record = organise_request(consistent, history_items(history), stages, negatives,
-                                      num_negatives, seed) if consistent else None
+                                      num_negatives, seed)
+        out.used = consistent
     except RequestProblem as err:
         out.dead += [(row, str(err)) for row in consistent]
-        return out
-    if out.record is None:
-        return out
-    out.used = consistent
     return out
 
 

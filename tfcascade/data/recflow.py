@@ -44,12 +44,10 @@ def list_days(recflow_dir: str | Path) -> list[str]:
     return days
 
 
-def parse_feather(data: bytes | str | Path, source: str) -> pd.DataFrame:
+def parse_feather(data: bytes, source: str) -> pd.DataFrame:
     """An all_stage file's rows, its columns checked (rows are checked one by one later)."""
     try:
-        frame = pd.read_feather(io.BytesIO(data) if isinstance(data, bytes) else data)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"missing file {source}") from None
+        frame = pd.read_feather(io.BytesIO(data))
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise SchemaError(f"{source}: cannot be read as a feather file ({err})") from err
     validate_frame(frame, source)
@@ -84,7 +82,7 @@ def day_file(recflow_dir: str | Path, sub: str, day: str) -> Path:
 def read_day(recflow_dir: str | Path, day: str) -> pd.DataFrame:
     """One day's ``all_stage`` rows, columns checked."""
     path = day_file(recflow_dir, "all_stage", day)
-    return parse_feather(path, str(path))
+    return parse_feather(path.read_bytes(), str(path))
 
 
 def read_table(recflow_dir: str | Path, sub: str, day: str) -> dict:

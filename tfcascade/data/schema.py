@@ -168,16 +168,17 @@ def request_entry_problem(entry: object) -> str | None:
     for stage, items in entry.items():
         if stage not in STAGE_FLAGS:
             return f"request_id_dict entry has unknown stage label {stage!r}"
-        array = np.asarray(items) if isinstance(items, np.ndarray) else None
-        if array is None or array.ndim != 2 or array.shape[1] != len(REQUEST_DICT_COLUMNS) or array.dtype.kind not in "iu":
+        width = len(REQUEST_DICT_COLUMNS)
+        if not (isinstance(items, np.ndarray) and items.ndim == 2 and items.shape[1] == width
+                and items.dtype.kind in "iu"):
             shape = getattr(items, "shape", type(items).__name__)
-            return f"request_id_dict[{stage!r}] is {shape}, expected an int64 array [n, {len(REQUEST_DICT_COLUMNS)}]"
+            return f"request_id_dict[{stage!r}] is {shape}, expected an int64 array [n, {width}]"
     return None
 
 
 def entry_videos(entry: Mapping[str, np.ndarray]) -> set[tuple[str, int]]:
     """The (stage, video_id) pairs a checked request_id_dict entry lists."""
-    return {(stage, int(v)) for stage, items in entry.items() for v in np.asarray(items)[:, 0].tolist()}
+    return {(stage, int(v)) for stage, items in entry.items() for v in items[:, 0].tolist()}
 
 
 def row_videos(row: Mapping[str, object]) -> set[tuple[str, int]]:
