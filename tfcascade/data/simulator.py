@@ -320,21 +320,19 @@ def _simulate_day(world: _World, history: _History, rng: np.random.Generator, da
     shown_rows = rows[rows["realshow"] == 1].reset_index(drop=True)
     truth = pd.DataFrame({"request_id": rows["request_id"], "video_id": rows["video_id"],
                           "true_relevance": item_true.astype(np.float64)})
-    req_dict, seqs = {}, {}
     bounds = np.concatenate([[0], np.cumsum(counts)])
     dict_values = rows[list(REQUEST_DICT_COLUMNS)].to_numpy(np.int64)
-    for i, rid in enumerate(request_ids.tolist()):
-        part = rows.iloc[bounds[i]:bounds[i + 1]]
-        entry = {}
-        for flag in STAGE_FLAGS:
-            at = np.flatnonzero(part[flag].to_numpy() == 1)
-            if flag in ("rank_pos", "rerank_pos"):  # stage order, as the readers take the first 10
-                position = part["rank_index" if flag == "rank_pos" else "rerank_index"].to_numpy()
-                at = at[np.argsort(position[at], kind="stable")]
-            if len(at):
-                entry[flag] = dict_values[bounds[i] + at]
-        req_dict[rid] = entry
-        seqs[rid] = history.sequence(world, users[i])  # as of the start of the day
+    req_dict: dict[int, dict] = {int(rid): {} for rid in request_ids}
+    for flag in STAGE_FLAGS:
+        at = np.flatnonzero(rows[flag].to_numpy() == 1)
+        if flag in ("rank_pos", "rerank_pos"):  # stage order, as the readers take the first 10
+            position = rows["rank_index" if flag == "rank_pos" else "rerank_index"].to_numpy()
+            at = at[np.lexsort((position[at], req_rep[at]))]
+        per_request = np.split(dict_values[at], np.searchsorted(req_rep[at], np.arange(1, r)))
+        for rid, listed in zip(request_ids.tolist(), per_request):
+            if len(listed):
+                req_dict[rid][flag] = listed
+    seqs = {rid: history.sequence(world, users[i]) for i, rid in enumerate(request_ids.tolist())}  # start of day
     # The day's effective views become the newest history entries.
     for i in range(r):
         at = np.flatnonzero(effective[bounds[i]:bounds[i + 1]]) + bounds[i]
