@@ -47,14 +47,15 @@ EVAL_EXTRA_NEGATIVES = 160
 
 
 def graded_label(stage: str, rank_index: int = -1, rerank_index: int = -1, stages: int = 2) -> float:
-    """Graded relevance of one logged item (LCRON's encoding, REFERENCES.md section 1).
+    """Graded relevance of one logged item, as the LCRON reference code encodes it.
 
     Two stages: ``30 - rank_index`` for rank_pos, 7 / 6 / 5 for rank_neg / coarse_neg /
-    prerank_neg. Three stages: ``40 - rerank_index`` for rerank_pos, ``30 - rank_index`` for
-    rerank_neg, then as above. Sampled negatives get 0. Ranked labels are clipped from below
-    (at 8, and at 31 for rerank_pos) so that an item a later stage passed on always beats every
-    item of an earlier stage, whatever its logged position; the ground truth of a request is
-    then exactly its top-K graded labels.
+    prerank_neg. Three stages: ``30 - rerank_index`` for rerank_pos, 8 for rerank_neg, then
+    7 / 6 / 5 as above. Sampled negatives get 0. Ranked labels are clipped from below (at 9)
+    so that an item a later stage passed on always beats every item of an earlier stage,
+    whatever its logged position; the ground truth of a request is then exactly its top-K
+    graded labels. Equal labels form the tie blocks the permutation losses use
+    (``losses/permutation_terms.py``).
 
     Args:
       stage: one of ``STAGES``.
@@ -69,13 +70,15 @@ def graded_label(stage: str, rank_index: int = -1, rerank_index: int = -1, stage
         raise ValueError(f"stage must be one of {STAGES}, got stage={stage!r}")
     if stages not in (2, 3):
         raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
+    if stages == 3 and stage == "rerank_pos":
+        return max(30.0 - _checked_index(rerank_index, "rerank_index"), 9.0)
+    if stages == 3 and stage == "rerank_neg":
+        return 8.0
     fixed = {"rank_neg": 7.0, "coarse_neg": 6.0, "prerank_neg": 5.0, "sampled_neg": 0.0}
     if stage in fixed:
         return fixed[stage]
-    if stages == 3 and stage == "rerank_pos":
-        return max(40.0 - _checked_index(rerank_index, "rerank_index"), 31.0)
-    # rank_pos in two stages; rerank_neg / rerank_pos items are rank_pos items too.
-    return max(30.0 - _checked_index(rank_index, "rank_index"), 8.0)
+    # rank_pos; in two stages rerank_neg / rerank_pos items are rank_pos items too.
+    return max(30.0 - _checked_index(rank_index, "rank_index"), 9.0)
 
 
 def _checked_index(value: int, name: str) -> float:

@@ -124,7 +124,7 @@ def test_reads_a_real_format_folder_built_from_the_spec(tmp_path, stages):
             if stages == 2 and st == F.STAGE_CODES["rank_pos"]:
                 assert lab == 30 - want["rank_index"][int(vid)]
             if stages == 3 and st == F.STAGE_CODES["rerank_pos"]:
-                assert lab == max(40 - want["rerank_index"][int(vid)], 31)
+                assert lab == 30 - want["rerank_index"][int(vid)]
         n = len(want["hist_video_id"])
         np.testing.assert_array_equal(rec["hist_video_id"][:n], want["hist_video_id"])
         np.testing.assert_array_equal(rec["hist_author_id"][:n], want["hist_author_id"])

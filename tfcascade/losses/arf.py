@@ -1,17 +1,19 @@
-"""ARF and ARF-v2 (NeuralSort-based recall-focused cascade losses, baselines of LCRON).
+"""ARF and ARF-v2, the NeuralSort recall losses that LCRON (arXiv 2503.09492) compares with, as
+its reference code computes them.
 
-Per stage t (2 or 3 stages) with P̂ = NeuralSort(s_t, τ = 200) and m = k (option ``m``; ``m="stage"``
-uses the stage's q_t — with q_t = 30 of 40 items the ARF-v2 "down" term asks 30 negatives to
-leave a top-30 that has only 10 places outside it, and training on the tiny preset stalls):
+Per stage t, P̂_t = NeuralSort(s_t, τ = 200), masked (``label_permutation.masked_permutation``);
+L is the unthresholded label permutation (a tie block of s items has mass 1/s in each of its
+rows), u_j = Σ_{r<k} L[r, j], d_j = Σ_{r≥k} L[r, j]; m_t is the stage's support (default its
+q_t: 30 / 20 for retrieval / ranking, 40 / 30 / 20 with pre-ranking); G = ``global_size`` (default
+the whole list); c_tj = sg(Σ_r P̂_t[r, j]); means over list slots and the batch:
 
-- ARF:  L_relax = −mean_{j ∈ CS_gt} log( (1/m)·Σ_{r≤m} P̂_{r,j} ) — the mean of the top-m
-  rows of P̂ (REFERENCES.md section 3), i.e. the soft probability that a true item lands in
-  the stage's top m divided by m — and L_global = −mean_{r ≤ G} log P̂_{r, π(r)} against the
-  label permutation π (G = ``global_size``, default k). Both per stage, combined with learned
-  uncertainty weights (initialised to 1).
-- ARF-v2: the relaxed membership is normalised by the stop-gradient column sums
-  (P^m_j of LCRON) with an "up" term −log P^m_j on true items and a "down" term
-  −log(1 − P^m_j) on the others (rows after m), uncertainty-weighted per stage.
+- ARF:    L_relax,t = mean_b 1[n_valid > m_t] · mean_j w_j·(−log((1/m_t)·Σ_{r<m_t} P̂_t[r, j] + 1e-6))·u_j
+- ARF-v2: L_relax,t = mean_b 1[n_valid > m_t] · mean_j w_j·[−log(Σ_{r<m_t} P̂_t[r, j]/(c_tj + 1e-6) + 1e-6)·u_j
+                                                     − log(Σ_{r≥m_t} P̂_t[r, j]/(c_tj + 1e-6) + 1e-6)·d_j]
+- both:   L_global,t = mean_b 1[n_valid ≥ G] · (1/G)·Σ_{r<G} mean_j (−log(P̂_t[r, j] + 1e-6))·L[r, j]
+          L_t = ½/w_t² · L_global,t + L_relax,t + log|w_t|,    L = Σ_t L_t
+
+(one learned w_t per stage on the global term only, initialised to 1).
 """
 
 from __future__ import annotations
@@ -19,73 +21,83 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.losses.base import EPS, CascadeLoss, masked_mean
+from tfcascade.losses.base import CascadeLoss
+from tfcascade.losses.permutation_terms import (
+    block_rows,
+    label_permutation,
+    masked_permutation,
+    reference_log,
+    rows_sum,
+    tie_blocks,
+    top_and_bottom,
+)
 from tfcascade.losses.uncertainty import UncertaintyWeighting
-from tfcascade.ops.soft_permutation import neural_sort, topq_membership
-
-
-def _log(x):
-    return tf.math.log(tf.clip_by_value(x, EPS, 1.0))
+from tfcascade.ops.soft_permutation import neural_sort
 
 
 class _ARFBase(CascadeLoss):
-    term_kinds: tuple[str, ...] = ()
+    """Args:
+      temperature: τ of NeuralSort (the reference: 200).
+      m: the support of the relaxed term, one int for every stage or a list per stage
+        (default: the stage's q_t, as the reference).
+      global_size: G, the ranks of the global term (default: the whole list).
+    """
 
-    def __init__(self, temperature: float = 200.0, global_size: int | None = None, m: int | None = None,
-                 **kwargs):
+    def __init__(self, temperature: float = 200.0, m=None, global_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.temperature = float(temperature)
-        self.global_size = int(global_size or self.k)
-        # m: the top rows the relaxed terms look at — k by default (as LCRON's reference code
-        # uses q = k); m = q_t per stage is the alternative reading (``m="stage"``).
-        self.m = m
-        self.uwl = UncertaintyWeighting(
-            [f"{kind}_stage{t}" for t in range(self.stages) for kind in self.term_kinds], name="uwl")
+        if m is None:
+            self.m = self.stage_qs
+        elif isinstance(m, int):
+            self.m = (m,) * self.stages
+        else:
+            self.m = tuple(int(v) for v in m)
+        if len(self.m) != self.stages or min(self.m) <= 0:
+            raise ValueError(f"m needs {self.stages} positive values, got m={m!r}")
+        self.global_size = None if global_size is None else int(global_size)
+        self.uwl = UncertaintyWeighting([f"global_stage{t}" for t in range(self.stages)], name="uwl")
+
+    def relax(self, perm, m, up, down, weights):  # pragma: no cover
+        raise NotImplementedError
+
+    def compute_terms(self, labels, scores, weights, gt):
+        n = tf.shape(labels)[-1]
+        g = n if self.global_size is None else tf.minimum(self.global_size, n)
+        start, size = tie_blocks(labels, weights)
+        block = tf.maximum(size, 1.0)
+        up = block_rows(start, size, 0, self.k) / block
+        down = block_rows(start, size, self.k, n) / block
+        target = label_permutation(labels, weights)
+        n_valid = tf.reduce_sum(weights, axis=-1)
+        full = tf.cast(n_valid >= tf.cast(g, weights.dtype), weights.dtype)
+        in_global = tf.cast(tf.range(n) < g, weights.dtype)[None, :, None]
+        terms = {}
+        for t, (s, m) in enumerate(zip(scores, self.m)):
+            perm = masked_permutation(neural_sort(s, self.temperature, mask=weights > 0), weights)
+            long_enough = tf.cast(n_valid > m, weights.dtype)[:, None]
+            terms[f"relax_stage{t}"] = tf.reduce_mean(long_enough * self.relax(perm, m, up, down, weights))
+            per_rank = tf.reduce_mean(-reference_log(perm) * target * in_global, axis=-1)  # [B, n]
+            per_list = tf.reduce_sum(per_rank, axis=-1) / tf.cast(g, weights.dtype)
+            terms[f"global_stage{t}"] = tf.reduce_mean(per_list * full)
+        return terms
 
     def combine(self, terms):
-        return self.uwl(terms)
-
-    def stage_m(self) -> tuple[int, ...]:
-        if self.m == "stage":
-            return self.stage_qs
-        return (int(self.m or self.k),) * self.stages
+        return self.uwl({n: terms[n] for n in self.uwl.names},
+                        [terms[f"relax_stage{t}"] for t in range(self.stages)])
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "temperature": self.temperature, "global_size": self.global_size,
-                "m": self.m}
+        return {**super().get_config(), "temperature": self.temperature, "m": list(self.m),
+                "global_size": self.global_size}
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")
 class ARFLoss(_ARFBase):
-    term_kinds = ("relax", "global")
-
-    def compute_terms(self, labels, scores, weights, gt):
-        valid = weights > 0
-        order = tf.argsort(tf.where(valid, labels, tf.constant(-1e9, labels.dtype)), axis=-1, direction="DESCENDING", stable=True)
-        n = labels.shape[-1]
-        g = self.global_size if n is None else min(self.global_size, n)
-        target = tf.one_hot(order[:, :g], tf.shape(labels)[-1], dtype=labels.dtype)  # [B, G, n]
-        # Rank r exists only in rows with more than r valid items.
-        n_valid = tf.reduce_sum(weights, axis=-1, keepdims=True)
-        rank_valid = tf.cast(tf.range(g, dtype=labels.dtype)[None, :] < n_valid, labels.dtype)
-        terms = {}
-        for t, (s, m) in enumerate(zip(scores, self.stage_m())):
-            perm = neural_sort(s, self.temperature, mask=valid)
-            in_top = tf.reduce_mean(perm[:, :m, :], axis=1)
-            terms[f"relax_stage{t}"] = masked_mean(-_log(in_top), gt)
-            picked = tf.reduce_sum(perm[:, :g, :] * target, axis=-1)  # P̂_{r, π(r)}
-            terms[f"global_stage{t}"] = masked_mean(-_log(picked), rank_valid)
-        return terms
+    def relax(self, perm, m, up, down, weights):
+        return weights * -reference_log(rows_sum(perm, 0, m) / m) * up
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")
 class ARFv2Loss(_ARFBase):
-    term_kinds = ("up", "down")
-
-    def compute_terms(self, labels, scores, weights, gt):
-        terms = {}
-        for t, (s, m) in enumerate(zip(scores, self.stage_m())):
-            member = topq_membership(neural_sort(s, self.temperature, mask=weights > 0), m)
-            terms[f"up_stage{t}"] = masked_mean(-_log(member), gt)
-            terms[f"down_stage{t}"] = masked_mean(-_log(1.0 - member), weights * (1.0 - gt))
-        return terms
+    def relax(self, perm, m, up, down, weights):
+        top, bottom = top_and_bottom(perm, m)
+        return weights * (-reference_log(top) * up - reference_log(bottom) * down)

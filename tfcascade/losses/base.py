@@ -19,7 +19,6 @@ import tensorflow as tf
 from tfcascade._keras import keras
 from tfcascade.metrics.streaming import ground_truth_tf
 
-EPS = 1e-7
 DEFAULT_QS = {2: (30, 20), 3: (40, 30, 20)}
 
 
@@ -34,10 +33,27 @@ def bce_with_logits(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -
     return masked_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), weights)
 
 
+@tf.custom_gradient
+def _clamped_bce(p: tf.Tensor, y: tf.Tensor):
+    value = -(y * tf.maximum(tf.math.log(p), -100.0) + (1.0 - y) * tf.maximum(tf.math.log1p(-p), -100.0))
+
+    def grad(upstream):
+        return upstream * (p - y) / tf.maximum(p * (1.0 - p), tf.constant(1e-12, p.dtype)), None
+
+    return value, grad
+
+
 def bce_on_probabilities(probs: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-    """Masked mean of −[y log p + (1 − y) log(1 − p)], p clipped to [ε, 1 − ε]."""
-    p = tf.clip_by_value(probs, EPS, 1.0 - EPS)
-    return masked_mean(-(targets * tf.math.log(p) + (1.0 - targets) * tf.math.log(1.0 - p)), weights)
+    """Masked mean of −[y log p + (1 − y) log(1 − p)] as PyTorch's ``BCELoss`` computes it:
+    each log clamped at −100, gradient (p − y) / max(p(1 − p), 1e-12)."""
+    return masked_mean(_clamped_bce(probs, tf.cast(targets, probs.dtype)), weights)
+
+
+def bce_on_probabilities_eps(probs: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor,
+                             eps: float = 1e-6) -> tf.Tensor:
+    """Masked mean of −[y log(p + ε) + (1 − y) log(1 − p + ε)]."""
+    return masked_mean(-(targets * tf.math.log(probs + eps) + (1.0 - targets) * tf.math.log(1.0 - probs + eps)),
+                       weights)
 
 
 class CascadeLoss(keras.layers.Layer):

@@ -3,13 +3,17 @@
     L = Σ_t BCE(s_t, y) over the items that reached stage t in the logs,   y = 1 on CS_gt
 
 An item "reached" stage t when its graded label is at least ``reached_labels[t]``
-(``tfcascade.features.graded_label``: 7 = rank_neg, 6 = coarse_neg, 5 = prerank_neg, 0 =
-sampled negative). Defaults:
+(``tfcascade.features.graded_label``: 8 = rerank_neg, 7 = rank_neg, 6 = coarse_neg, 5 =
+prerank_neg, 0 = sampled negative). Defaults, as the LCRON reference code:
 
 - two stages (retrieval, ranking): (0, 7) — retrieval on all 40 logged items, ranking on the
-  20 rank_pos + rank_neg items (REFERENCES.md section 3);
-- three stages (retrieval, pre-ranking, ranking): (0, 6, 7) — retrieval on all 50 items,
-  pre-ranking on the 40 coarse_neg-and-later items, ranking on the 30 rank_neg-and-later ones.
+  20 rank_pos + rank_neg items;
+- three stages (retrieval, pre-ranking, ranking): (0, 6, 8) — retrieval on all 50 items,
+  pre-ranking on the 40 coarse_neg-and-later items, ranking on the 20 rerank_pos + rerank_neg
+  ones.
+
+Each term is a mean over the items it trains on (the reference: over their list slots, the
+same number for lists without padding).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import tensorflow as tf
 from tfcascade._keras import keras
 from tfcascade.losses.base import CascadeLoss, bce_with_logits
 
-DEFAULT_REACHED_LABELS = {2: (0.0, 7.0), 3: (0.0, 6.0, 7.0)}
+DEFAULT_REACHED_LABELS = {2: (0.0, 7.0), 3: (0.0, 6.0, 8.0)}
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")

@@ -1,9 +1,17 @@
-"""The DFTopK cascade loss (Zhu et al., 2025, arXiv 2510.11472).
+"""The DFTopK cascade loss (Zhu et al., 2025, arXiv 2510.11472), as its reference code
+(zhangzhen97/DFTOPK, ``torch/deep_components/loss/two_stage/topk_loss.py``, ``dftopkjoint``)
+computes it.
 
-Same uncertainty-weighted shape as LCRON with the O(n) DFTopK operator: per stage the logits
-z_t = (s_t − θ_t)/τ, θ_t = (s_[q] + s_[q+1])/2, L_single,t = BCE-with-logits(z_t^{(k)}, y) and
-L_e2e = BCE(Π_t σ(z_t^{(q_t)}), y), y = hard top-k (k = 10) of the graded labels.
-τ = 1 by default: the stage models' scores are unnormalised logits of order 1.
+The uncertainty-weighted shape of LCRON with the O(n) DFTopK operator: per stage the logits
+z_t = (s_t − θ_t)/τ, θ_t = (s_[k] + s_[k+1])/2 (θ passes gradient to the two boundary items, as
+the reference's ``kthvalue`` does), y = hard top-k (k = 10) of the graded labels:
+
+    L_single,t = BCE-with-logits(z_t, y),   L_e2e = BCE(Π_t σ(z_t), y)   (PyTorch's BCELoss)
+    L = Σ_t ½/w_t² · L_single,t + L_e2e + Σ_t log|w_t|
+
+q = k in every term. τ = 1 by default (the reference code's default; its README's command
+passes τ = 500). The reference has two stages only; three stages add the pre-ranking stage's
+L_single and factor, as LCRON does.
 """
 
 from __future__ import annotations

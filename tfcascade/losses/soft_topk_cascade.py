@@ -1,4 +1,5 @@
-"""The shared shape of LCRON, the DFTopK cascade loss and its LapSum variant.
+"""The shared shape of the DFTopK cascade loss and its LapSum variant (LCRON's, whose terms it
+reuses: LCRON's own terms are built from the permutation, ``lcron.py``).
 
 For each stage t a differentiable top-q membership m_t ∈ [0, 1]^n. With y = 1 on CS_gt:
 
@@ -7,7 +8,9 @@ For each stage t a differentiable top-q membership m_t ∈ [0, 1]^n. With y = 1 
     L          = Σ_t ½/w_t² · L_single,t + L_e2e + Σ_t log|w_t|    (uncertainty weighting)
 
 The product is a lower bound of a ground-truth item's probability of surviving every stage
-(LCRON, Wang et al., ICML 2025, arXiv 2503.09492, eqs. for L_e2e and L_single).
+(LCRON, Wang et al., ICML 2025, arXiv 2503.09492, eqs. for L_e2e and L_single). Every BCE is
+a mean over the valid items (the DFTopK reference: over the list slots, the same without
+padding), q = k in every term, as the DFTopK reference code.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ class SoftTopKCascadeLoss(CascadeLoss):
     def membership(self, scores: tf.Tensor, q: int, weights: tf.Tensor) -> tf.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def probability_bce(self, probs, targets, weights):
+        """BCE on membership probabilities (PyTorch's ``BCELoss``, as the DFTopK reference)."""
+        return bce_on_probabilities(probs, targets, weights)
+
     def _prob(self, scores, q, weights):
         m = self.membership(scores, q, weights)
         return tf.sigmoid(m) if self.returns_logits else m
@@ -55,11 +62,11 @@ class SoftTopKCascadeLoss(CascadeLoss):
         for name, s in zip(self.names, scores):
             m = self.membership(s, self.single_q, weights)
             terms[f"single_{name}"] = (bce_with_logits(m, gt, weights) if self.returns_logits
-                                       else bce_on_probabilities(m, gt, weights))
+                                       else self.probability_bce(m, gt, weights))
         survival = tf.ones_like(gt)
         for s, q in zip(scores, self.e2e_qs):
             survival *= self._prob(s, q, weights)
-        terms["e2e"] = bce_on_probabilities(survival, gt, weights)
+        terms["e2e"] = self.probability_bce(survival, gt, weights)
         return terms
 
     def combine(self, terms):
