@@ -75,11 +75,47 @@ def test_draws_are_uniform_over_distinct_items_and_skip_own_items():
     assert lonely["mask"].numpy()[0, n:].sum() == 0  # a batch of one request has only its own items
 
 
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(1, 6), n=st.integers(1, 7), m=st.integers(1, 30), seed=st.integers(0, 2**30))
+def test_slot_draws_are_distinct_valid_slots_of_other_requests(b, n, m, seed):
+    rng = np.random.default_rng(seed)
+    batch = _batch(b, n, rng, empty_rows=[b - 1] if b > 2 else ())
+    out = append_sampled_negatives(batch, m, tf.constant([seed, 2]), draw="slots")
+    mask = batch["mask"].numpy()
+    extra_mask = out["mask"].numpy()[:, n:]
+    ids = out["video_id"].numpy()[:, n:]
+    for r in range(b):
+        others = int(mask.sum() - mask[r].sum())
+        assert extra_mask[r].sum() == min(m, others)  # without replacement: as many as there are slots
+        drawn = ids[r][extra_mask[r] > 0]
+        assert len(set(drawn.tolist())) == len(drawn)  # ids are unique per slot: no slot twice
+        for vid in drawn:
+            src_row, src_col = divmod(int(vid) - 1, 1000)
+            assert src_row != r and mask[src_row, src_col] > 0
+        assert (out["label"].numpy()[r, n:] == np.where(extra_mask[r] > 0, 0.0, -1.0)).all()
+
+
+def test_slot_draws_favour_items_logged_often_and_keep_own_items_from_other_slots():
+    b, n, m = 200, 3, 100
+    batch = _batch(b, n, np.random.default_rng(0))
+    batch["mask"] = tf.ones([b, n])
+    ids = batch["video_id"].numpy().copy()
+    ids[:, 0] = 7  # logged by every request: a third of every request's other slots
+    batch["video_id"] = tf.constant(ids)
+    draws = append_sampled_negatives(batch, m, tf.constant([5, 0]), draw="slots")["video_id"].numpy()[:, n:]
+    np.testing.assert_allclose((draws == 7).mean(), 1 / 3, atol=0.01)  # 20,000 draws: std ≈ 0.003
+    assert (draws == 7).any(axis=1).all()  # the request's own item, drawn from other requests' slots
+    with pytest.raises(ValueError, match="draw must be one of"):
+        append_sampled_negatives(batch, m, tf.constant([0, 0]), draw="rows")
+
+
 def test_bad_m(tiny_data):
     with pytest.raises(ValueError, match="m must be > 0, got m=0"):
         append_sampled_negatives(_batch(2, 2, np.random.default_rng(0)), 0, tf.constant([0, 0]))
     with pytest.raises(ValueError, match="sampled_negatives must be >= 0, got sampled_negatives=-1"):
         make_dataset(str(tiny_data), "train", 8, sampled_negatives=-1)
+    with pytest.raises(ValueError, match="negative_draw must be one of"):
+        make_dataset(str(tiny_data), "train", 8, sampled_negatives=4, negative_draw="rows")
 
 
 def test_make_dataset_appends_negatives_to_training_lists(tiny_data):

@@ -16,6 +16,8 @@ def add_train_options(p) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--sampled-negatives", type=int, default=0,
                    help="append this many negatives sampled from the batch's other items to each training list")
+    p.add_argument("--negative-draw", default="items", choices=("items", "slots"),
+                   help="sampled negatives: distinct items of the batch, or other requests' slots (DFTopK's code)")
     p.add_argument("--stage-models", default=None,
                    help="stage kinds earliest first, e.g. dssm,tarq,din (default dssm,din / dssm,mlp,din)")
 
@@ -33,6 +35,7 @@ def train_kwargs(args) -> dict:
     return {"stages": args.stages, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
             "temperature": args.temperature, "embedding_dim": args.embedding_dim,
             "steps_per_epoch": args.steps_per_epoch, "sampled_negatives": args.sampled_negatives,
+            "negative_draw": args.negative_draw,
             "stage_models": [s.strip() for s in args.stage_models.split(",")] if args.stage_models else None}
 
 

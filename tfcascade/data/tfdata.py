@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcascade.data.examples import feature_spec, index_record, to_example
-from tfcascade.data.negatives import append_sampled_negatives
+from tfcascade.data.negatives import DRAWS, append_sampled_negatives
 
 
 def load_metadata(out_dir: str) -> dict:
@@ -83,7 +83,8 @@ def _compression(path: str) -> str:
 
 def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: int = 1024,
                  shuffle: bool = True, num_epochs: int | None = 1, seed: int | None = None,
-                 drop_remainder: bool = False, sampled_negatives: int = 0) -> tf.data.Dataset:
+                 drop_remainder: bool = False, sampled_negatives: int = 0,
+                 negative_draw: str = "items") -> tf.data.Dataset:
     """Batched feature dicts (``tfcascade/features.py``) from preprocessed TFRecords.
 
     Args:
@@ -95,11 +96,15 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
       num_epochs: passes over the data (None = forever).
       sampled_negatives: m > 0 appends m in-batch negatives to every list
         (``negatives.append_sampled_negatives``, seeded by ``seed`` and the batch number).
+      negative_draw: how they are drawn, ``items`` (distinct items) or ``slots`` (other
+        requests' slots, as the DFTopK reference code).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got batch_size={batch_size}")
     if sampled_negatives < 0:
         raise ValueError(f"sampled_negatives must be >= 0, got sampled_negatives={sampled_negatives}")
+    if negative_draw not in DRAWS:
+        raise ValueError(f"negative_draw must be one of {DRAWS}, got negative_draw={negative_draw!r}")
     files = _files(source, split)
     list_size, history_length = _list_sizes(files, split)
     spec = feature_spec(list_size, history_length)
@@ -117,7 +122,8 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
     if sampled_negatives:
         base = int(np.random.default_rng(seed).integers(2**31)) if seed is None else int(seed)
         ds = ds.enumerate().map(
-            lambda i, b: append_sampled_negatives(b, sampled_negatives, tf.stack([tf.constant(base, tf.int64), i])),
+            lambda i, b: append_sampled_negatives(b, sampled_negatives, tf.stack([tf.constant(base, tf.int64), i]),
+                                                  negative_draw),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -18,10 +18,11 @@ the whole list); c_tj = sg(Σ_r P̂_t[r, j]); means over list slots and the batc
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.losses.base import CascadeLoss
+from tfcascade.losses.base import CascadeLoss, positive_float, positive_ints
 from tfcascade.losses.permutation_terms import (
     block_rows,
     label_permutation,
@@ -45,16 +46,12 @@ class _ARFBase(CascadeLoss):
 
     def __init__(self, temperature: float = 200.0, m=None, global_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.temperature = float(temperature)
+        self.temperature = positive_float("temperature", temperature)
         if m is None:
             self.m = self.stage_qs
-        elif isinstance(m, int):
-            self.m = (m,) * self.stages
         else:
-            self.m = tuple(int(v) for v in m)
-        if len(self.m) != self.stages or min(self.m) <= 0:
-            raise ValueError(f"m needs {self.stages} positive values, got m={m!r}")
-        self.global_size = None if global_size is None else int(global_size)
+            self.m = positive_ints("m", [m] * self.stages if np.ndim(m) == 0 else m, self.stages)
+        self.global_size = None if global_size is None else positive_ints("global_size", [global_size])[0]
         self.uwl = UncertaintyWeighting([f"global_stage{t}" for t in range(self.stages)], name="uwl")
 
     def relax(self, perm, m, up, down, weights):  # pragma: no cover
@@ -62,7 +59,7 @@ class _ARFBase(CascadeLoss):
 
     def compute_terms(self, labels, scores, weights, gt):
         n = tf.shape(labels)[-1]
-        g = n if self.global_size is None else tf.minimum(self.global_size, n)
+        g = n if self.global_size is None else self.global_size  # G > n: no list is long enough
         start, size = tie_blocks(labels, weights)
         block = tf.maximum(size, 1.0)
         up = block_rows(start, size, 0, self.k) / block

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tfcascade._keras import keras
@@ -56,6 +57,25 @@ def bce_on_probabilities_eps(probs: tf.Tensor, targets: tf.Tensor, weights: tf.T
                        weights)
 
 
+def positive_ints(name: str, values, count: int | None = None) -> tuple[int, ...]:
+    """``values`` as a tuple of positive ints (``count`` of them when given), else ValueError
+    naming the option."""
+    values = tuple(values)
+    integral = all(not isinstance(v, bool) and isinstance(v, (int, np.integer, float, np.floating))
+                   and float(v).is_integer() and v > 0 for v in values)
+    if (count is not None and len(values) != count) or not values or not integral:
+        need = f"{count} " if count is not None else ""
+        raise ValueError(f"{name} needs {need}positive integers, got {name}={list(values)!r}")
+    return tuple(int(v) for v in values)
+
+
+def positive_float(name: str, value) -> float:
+    """``value`` as a float > 0, else ValueError naming the option."""
+    if not float(value) > 0:
+        raise ValueError(f"{name} must be > 0, got {name}={value!r}")
+    return float(value)
+
+
 class CascadeLoss(keras.layers.Layer):
     """Base class: checks inputs, derives mask and ground truth, records ``terms``.
 
@@ -69,13 +89,11 @@ class CascadeLoss(keras.layers.Layer):
         super().__init__(**kwargs)
         if stages not in (2, 3):
             raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
-        if int(k) <= 0:
-            raise ValueError(f"k must be a positive integer, got k={k!r}")
         self.stages = stages
-        self.k = int(k)
-        self.stage_qs = tuple(int(q) for q in (stage_qs or DEFAULT_QS[stages]))
-        if len(self.stage_qs) != stages:
-            raise ValueError(f"stage_qs needs {stages} values, got stage_qs={self.stage_qs}")
+        (self.k,) = positive_ints("k", [k])
+        self.stage_qs = positive_ints("stage_qs", DEFAULT_QS[stages] if stage_qs is None else stage_qs, stages)
+        if any(a < b for a, b in zip(self.stage_qs, self.stage_qs[1:])):
+            raise ValueError(f"stage_qs must be non-increasing, got stage_qs={list(self.stage_qs)}")
         self.terms: dict[str, tf.Tensor] = {}
         self._autocast = False  # keep float64 inputs float64 (gradient checks)
 

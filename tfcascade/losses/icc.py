@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.losses.base import CascadeLoss
+from tfcascade.losses.base import CascadeLoss, positive_float, positive_ints
 
 DEFAULT_ENSEMBLE_WEIGHTS = {2: (1.0, 1.0), 3: (1.0, 2.0, 4.0)}
 
@@ -60,15 +60,14 @@ class ICCLoss(CascadeLoss):
     def __init__(self, width: float = 1e-3, kappa_qs: Sequence[int] | None = None,
                  ensemble_weights: Sequence[float] | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.width = float(width)
-        if self.width <= 0:
-            raise ValueError(f"width must be > 0, got width={width!r}")
+        self.width = positive_float("width", width)
         default_qs = self.stage_qs[:-1] + self.stage_qs[-2:-1]
-        self.kappa_qs = tuple(int(q) for q in (kappa_qs or default_qs))
-        self.ensemble_weights = tuple(float(c) for c in (ensemble_weights or DEFAULT_ENSEMBLE_WEIGHTS[self.stages]))
-        for name, value in (("kappa_qs", self.kappa_qs), ("ensemble_weights", self.ensemble_weights)):
-            if len(value) != self.stages:
-                raise ValueError(f"{name} needs {self.stages} values, got {name}={list(value)}")
+        self.kappa_qs = positive_ints("kappa_qs", default_qs if kappa_qs is None else kappa_qs, self.stages)
+        self.ensemble_weights = tuple(float(c) for c in (
+            DEFAULT_ENSEMBLE_WEIGHTS[self.stages] if ensemble_weights is None else ensemble_weights))
+        if len(self.ensemble_weights) != self.stages:
+            raise ValueError(f"ensemble_weights needs {self.stages} values, "
+                             f"got ensemble_weights={list(self.ensemble_weights)}")
 
     def compute_terms(self, labels, scores, weights, gt):
         ensemble = tf.zeros_like(scores[0])

@@ -64,7 +64,8 @@ def lambda_pair_weights(labels: tf.Tensor, scores: tf.Tensor, weights: tf.Tensor
     u = tf.where(in_top & (dist > 0), tf.abs(_discount(tf.maximum(dist, 1.0)) - _discount(dist + 1.0)), 0.0)
     d_top = tf.where(ranks <= topn, _discount(ranks), tf.zeros([], dtype))
     v = tf.abs(d_top[:, :, None] - d_top[:, None, :])
-    discount = (1.0 - smooth_fraction) * u + smooth_fraction * v
+    # As the LCRON reference: a smooth fraction of at most 0.001 is u alone.
+    discount = (1.0 - smooth_fraction) * u + smooth_fraction * v if smooth_fraction > 0.001 else u
     ideal = tf.sort(gain, axis=-1, direction="DESCENDING")
     if idcg_topn is not None:
         ideal = ideal[:, :idcg_topn]

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
+from tfcascade.losses.base import positive_float
 from tfcascade.losses.permutation_terms import (
     block_rows,
     masked_permutation,
@@ -63,7 +64,7 @@ class LCRONLoss(SoftTopKCascadeLoss):
         if negatives not in NEGATIVE_FORMS:
             raise ValueError(f"negatives must be one of {NEGATIVE_FORMS}, got negatives={negatives!r}")
         super().__init__(e2e_qs=e2e_qs, **kwargs)
-        self.temperature = float(temperature)
+        self.temperature = positive_float("temperature", temperature)
         self.sort = sort
         self.negatives = negatives
         self.block_labels = block_labels or ("mean" if self.stages == 2 else "count")
@@ -79,18 +80,19 @@ class LCRONLoss(SoftTopKCascadeLoss):
         n_valid = tf.reduce_sum(weights, axis=-1, keepdims=True)
         long_enough = tf.cast(n_valid > self.single_q, weights.dtype)
         terms = {}
-        inside = tf.ones_like(weights)
-        outside_all = tf.ones_like(weights)
+        survive_top = tf.ones_like(weights)  # Π_t top_t(q_t)
+        survive_bottom = tf.ones_like(weights)  # Π_t (1 − bottom_t(q_t))
         for name, s, q in zip(self.names, scores, self.e2e_qs):
             perm = masked_permutation(SORTS[self.sort](s, self.temperature, mask=weights > 0), weights)
             top, bottom = top_and_bottom(perm, self.single_q, self.negatives)
             per_item = weights * (-reference_log(top) * up - reference_log(bottom) * down)
             terms[f"single_{name}"] = tf.reduce_mean(per_item * long_enough)
             top, bottom = top_and_bottom(perm, q, self.negatives)
-            inside *= top
-            outside_all *= 1.0 - bottom
+            survive_top *= top
+            survive_bottom *= 1.0 - bottom
         negative = tf.maximum(1.0 - up, 0.0)
-        terms["e2e"] = tf.reduce_mean(weights * (-reference_log(inside) * up - reference_log(1.0 - outside_all) * negative))
+        terms["e2e"] = tf.reduce_mean(
+            weights * (-reference_log(survive_top) * up - reference_log(1.0 - survive_bottom) * negative))
         return terms
 
     def get_config(self) -> dict:

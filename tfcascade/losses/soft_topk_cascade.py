@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfcascade.losses.base import CascadeLoss, bce_on_probabilities, bce_with_logits
+from tfcascade.losses.base import CascadeLoss, bce_on_probabilities, bce_with_logits, positive_ints
 from tfcascade.losses.uncertainty import UncertaintyWeighting
 
 STAGE_NAMES = {2: ("retrieval", "ranking"), 3: ("retrieval", "prerank", "ranking")}
@@ -39,10 +39,8 @@ class SoftTopKCascadeLoss(CascadeLoss):
     def __init__(self, stages: int = 2, k: int = 10, stage_qs=None, e2e_qs: Sequence[int] | None = None,
                  single_q: int | None = None, **kwargs):
         super().__init__(stages=stages, k=k, stage_qs=stage_qs, **kwargs)
-        self.e2e_qs = tuple(int(q) for q in (e2e_qs or (self.k,) * stages))
-        if len(self.e2e_qs) != stages:
-            raise ValueError(f"e2e_qs needs {stages} values, got e2e_qs={self.e2e_qs}")
-        self.single_q = int(single_q or self.k)
+        self.e2e_qs = positive_ints("e2e_qs", (self.k,) * stages if e2e_qs is None else e2e_qs, stages)
+        (self.single_q,) = positive_ints("single_q", [self.k if single_q is None else single_q])
         self.names = STAGE_NAMES[stages]
         self.uwl = UncertaintyWeighting([f"single_{n}" for n in self.names], name="uwl")
 

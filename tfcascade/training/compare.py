@@ -36,14 +36,14 @@ def summarise(runs: Sequence[dict], keys: Sequence[str]) -> dict:
 
 
 # Settings added after runs were first recorded: a metrics.json without them used these.
-SETTING_DEFAULTS = {"sampled_negatives": 0}
+SETTING_DEFAULTS = {"sampled_negatives": 0, "negative_draw": "items"}
 
 
 def finished_run(model_dir: str, **settings) -> dict | None:
     """The metrics of a finished run in ``model_dir`` (its ``metrics.json``), or None.
 
     A run counts as finished only if its metrics record the same ``settings`` (loss, stages,
-    seed, and epochs / batch_size / lr / sampled_negatives where given); a run with other
+    seed, and epochs / batch_size / lr / sampled_negatives / negative_draw where given); a run with other
     settings is an error.
     """
     path = os.path.join(model_dir, METRICS_FILE)
@@ -82,7 +82,7 @@ def compare(data_dir: str, out_dir: str, losses: Sequence[str] | str = "all", se
         runs = []
         for seed in range(seeds):
             model_dir = os.path.join(out_dir, "runs", name, f"seed{seed}")
-            settings = {key: train_kwargs[key] for key in ("epochs", "batch_size", "lr", "sampled_negatives")
+            settings = {key: train_kwargs[key] for key in ("epochs", "batch_size", "lr", "sampled_negatives", "negative_draw")
                         if key in train_kwargs}
             done = finished_run(model_dir, loss=name, stages=stages, seed=seed, **settings) if resume else None
             if done is not None:

@@ -37,7 +37,7 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
           steps_per_epoch: int | None = None, embedding_dim: int = 8, eval_batch_size: int = 256,
           verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = (),
           backup_every: int | str = "epoch", stage_models: Sequence[str] | None = None,
-          codebook_reset_every: int = 50, sampled_negatives: int = 0) -> dict:
+          codebook_reset_every: int = 50, sampled_negatives: int = 0, negative_draw: str = "items") -> dict:
     """Trains a cascade (Adam, one pass by default — REFERENCES.md §4) and evaluates it.
 
     Writes ``model_dir/config.json``, ``checkpoints/``, TensorBoard logs in ``logs/`` and
@@ -59,7 +59,8 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
         codebook utilisation per level is reported as ``tarq_utilisation``.
       sampled_negatives: m > 0 appends m negatives sampled from the batch's other items to
         every training list (``tfcascade.data.negatives``), as the evaluation lists append
-        negatives sampled from other requests.
+        negatives sampled from other requests; ``negative_draw`` ``items`` (distinct items of
+        the batch) or ``slots`` (other requests' slots, as the DFTopK reference code).
 
     Returns:
       The evaluation metrics plus ``train_step_ms`` and ``train_seconds``.
@@ -84,7 +85,8 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
         model.compile(optimizer=keras.optimizers.Adam(lr))
     model.save_config(config_path)
     train_ds = make_dataset(list(train_files) if train_files else data_dir, "train", batch_size,
-                            shuffle=True, num_epochs=1, seed=seed, sampled_negatives=sampled_negatives)
+                            shuffle=True, num_epochs=1, seed=seed, sampled_negatives=sampled_negatives,
+                            negative_draw=negative_draw)
     with strategy.scope():  # BackupAndRestore restores into built weights and optimizer slots
         model({name: value for name, value in next(iter(train_ds.take(1))).items() if name != "label"})
     timer = StepTimer()
@@ -103,7 +105,8 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
     metrics = evaluate_model(model, list(eval_files) if eval_files else data_dir, eval_batch_size)
     metrics.update(train_step_ms=timer.median_ms, train_seconds=round(seconds, 3), loss=loss,
                    stages=stages, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, steps=len(timer.times_ms),
-                   stage_models=list(model.config()["stage_models"]), sampled_negatives=sampled_negatives)
+                   stage_models=list(model.config()["stage_models"]), sampled_negatives=sampled_negatives,
+                   negative_draw=negative_draw)
     if tarq_stages:
         metrics["tarq_utilisation"] = [float(u) for u in tarq_stages[0].quantizer.utilisation()]
     with tf.io.gfile.GFile(os.path.join(model_dir, METRICS_FILE), "w") as fh:
