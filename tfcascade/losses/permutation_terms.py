@@ -8,8 +8,8 @@ rows evenly over the block, so
 
     L[r, j] = 1/size_j  for start_j ≤ r < start_j + size_j,   0 elsewhere.
 
-LCRON thresholds that matrix at 0.001 (mass 1 instead of 1/size); ARF and ARF-v2 use it as it
-is. The losses only ever need how many of a block's rows fall in a range of ranks, so the matrix
+The three-stage LCRON code thresholds that matrix at 0.001 (mass 1 instead of 1/size); the
+two-stage LCRON code and ARF / ARF-v2 use it as it is (``LCRONLoss(block_labels=...)``). The losses only ever need how many of a block's rows fall in a range of ranks, so the matrix
 is built here in closed form from the labels (exact for labels that differ by more than ~1e-3,
 as graded labels do). Padding items (weight 0) belong to no block and sort after every valid item.
 
