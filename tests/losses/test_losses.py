@@ -697,7 +697,7 @@ def test_arf_global_size_beyond_the_list_gives_no_global_term():
 
 @pytest.mark.parametrize("name", ["lcron", "arf", "arf_v2", "dftopk", "lapsum"])
 def test_non_positive_temperature_is_refused_at_construction(name):
-    with pytest.raises(ValueError, match="temperature must be > 0, got temperature=0.0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got temperature=0.0"):
         get(name, stages=2, temperature=0.0)
 
 
@@ -708,7 +708,7 @@ BAD_OPTIONS = [
     ("bce", {"stage_qs": (30,)}, r"stage_qs needs 2 positive integers"),
     ("bce", {"stage_qs": (20, 30)}, r"stage_qs must be non-increasing, got stage_qs=\[20, 30\]"),
     ("bce", {"reached_labels": (0.0, 6.0, 7.0)}, r"reached_labels needs 2 values"),
-    ("icc", {"width": 0.0}, r"width must be > 0, got width=0.0"),
+    ("icc", {"width": 0.0}, r"width must be a finite number > 0, got width=0.0"),
     ("icc", {"kappa_qs": (30,)}, r"kappa_qs needs 2 positive integers"),
     ("icc", {"kappa_qs": (30, 0)}, r"kappa_qs needs 2 positive integers, got kappa_qs=\[30, 0\]"),
     ("icc", {"ensemble_weights": (1.0, 2.0, 4.0)}, r"ensemble_weights needs 2 values"),

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.losses.base import CascadeLoss, positive_float, positive_ints
+from tfcascade.losses.base import CascadeLoss, positive_ints
 from tfcascade.losses.permutation_terms import (
     block_rows,
     label_permutation,
@@ -33,6 +33,7 @@ from tfcascade.losses.permutation_terms import (
     top_and_bottom,
 )
 from tfcascade.losses.uncertainty import UncertaintyWeighting
+from tfcascade.ops._validate import check_positive
 from tfcascade.ops.soft_permutation import neural_sort
 
 
@@ -46,7 +47,7 @@ class _ARFBase(CascadeLoss):
 
     def __init__(self, temperature: float = 200.0, m=None, global_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.temperature = positive_float("temperature", temperature)
+        self.temperature = check_positive(temperature, "temperature")
         if m is None:
             self.m = self.stage_qs
         else:

@@ -69,13 +69,6 @@ def positive_ints(name: str, values, count: int | None = None) -> tuple[int, ...
     return tuple(int(v) for v in values)
 
 
-def positive_float(name: str, value) -> float:
-    """``value`` as a float > 0, else ValueError naming the option."""
-    if not float(value) > 0:
-        raise ValueError(f"{name} must be > 0, got {name}={value!r}")
-    return float(value)
-
-
 class CascadeLoss(keras.layers.Layer):
     """Base class: checks inputs, derives mask and ground truth, records ``terms``.
 

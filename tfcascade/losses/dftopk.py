@@ -17,8 +17,8 @@ L_single and factor, as LCRON does.
 from __future__ import annotations
 
 from tfcascade._keras import keras
-from tfcascade.losses.base import positive_float
 from tfcascade.losses.soft_topk_cascade import SoftTopKCascadeLoss
+from tfcascade.ops._validate import check_positive
 from tfcascade.ops.dftopk import dftopk_logits
 
 
@@ -30,7 +30,7 @@ class DFTopKCascadeLoss(SoftTopKCascadeLoss):
 
     def __init__(self, temperature: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.temperature = positive_float("temperature", temperature)
+        self.temperature = check_positive(temperature, "temperature")
 
     def membership(self, scores, q, weights):
         return dftopk_logits(scores, q, temperature=self.temperature, mask=weights > 0)

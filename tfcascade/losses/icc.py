@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.losses.base import CascadeLoss, positive_float, positive_ints
+from tfcascade.losses.base import CascadeLoss, positive_ints
+from tfcascade.ops._validate import check_positive
 
 DEFAULT_ENSEMBLE_WEIGHTS = {2: (1.0, 1.0), 3: (1.0, 2.0, 4.0)}
 
@@ -60,7 +61,7 @@ class ICCLoss(CascadeLoss):
     def __init__(self, width: float = 1e-3, kappa_qs: Sequence[int] | None = None,
                  ensemble_weights: Sequence[float] | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.width = positive_float("width", width)
+        self.width = check_positive(width, "width")
         default_qs = self.stage_qs[:-1] + self.stage_qs[-2:-1]
         self.kappa_qs = positive_ints("kappa_qs", default_qs if kappa_qs is None else kappa_qs, self.stages)
         self.ensemble_weights = tuple(float(c) for c in (

@@ -12,8 +12,9 @@ O(n log n) per list.
 from __future__ import annotations
 
 from tfcascade._keras import keras
-from tfcascade.losses.base import bce_on_probabilities_eps, positive_float
+from tfcascade.losses.base import bce_on_probabilities_eps
 from tfcascade.losses.soft_topk_cascade import SoftTopKCascadeLoss
+from tfcascade.ops._validate import check_positive
 from tfcascade.ops.lapsum import lapsum_topk
 
 
@@ -23,7 +24,7 @@ class LapSumCascadeLoss(SoftTopKCascadeLoss):
 
     def __init__(self, temperature: float = 5.0, **kwargs):
         super().__init__(**kwargs)
-        self.temperature = positive_float("temperature", temperature)
+        self.temperature = check_positive(temperature, "temperature")
 
     def membership(self, scores, q, weights):
         return lapsum_topk(scores, q, alpha=self.temperature, mask=weights > 0)

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.losses.base import positive_float
 from tfcascade.losses.permutation_terms import (
     block_rows,
     masked_permutation,
@@ -40,6 +39,7 @@ from tfcascade.losses.permutation_terms import (
     top_and_bottom,
 )
 from tfcascade.losses.soft_topk_cascade import SoftTopKCascadeLoss
+from tfcascade.ops._validate import check_positive
 from tfcascade.ops.soft_permutation import neural_sort, soft_sort
 
 SORTS = {"neural": neural_sort, "soft": soft_sort}
@@ -64,7 +64,7 @@ class LCRONLoss(SoftTopKCascadeLoss):
         if negatives not in NEGATIVE_FORMS:
             raise ValueError(f"negatives must be one of {NEGATIVE_FORMS}, got negatives={negatives!r}")
         super().__init__(e2e_qs=e2e_qs, **kwargs)
-        self.temperature = positive_float("temperature", temperature)
+        self.temperature = check_positive(temperature, "temperature")
         self.sort = sort
         self.negatives = negatives
         self.block_labels = block_labels or ("mean" if self.stages == 2 else "count")
