@@ -63,7 +63,7 @@ def _memory_gib() -> float | None:
 
 def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
               max_seconds: float = 30.0) -> dict:
-    """Median / min / max wall time of ``fn()`` in milliseconds (after ``warmup`` calls).
+    """Median / p99 / mean / min / max wall time of ``fn()`` in milliseconds (after ``warmup`` calls).
 
     ``fn`` must block until its result is ready (call ``.numpy()`` on TF outputs).
     Stops early once ``max_seconds`` of timed calls have run (at least 3 are kept).
@@ -78,8 +78,16 @@ def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
         times.append((time.perf_counter() - t0) * 1e3)
         if len(times) >= 3 and time.perf_counter() - start > max_seconds:
             break
-    return {"median_ms": statistics.median(times), "min_ms": min(times),
-            "max_ms": max(times), "repeats": len(times)}
+    return {"median_ms": statistics.median(times), "p99_ms": _percentile(times, 99),
+            "mean_ms": statistics.fmean(times), "min_ms": min(times), "max_ms": max(times),
+            "repeats": len(times)}
+
+
+def _percentile(values: Sequence[float], q: int) -> float:
+    """The q-th percentile with linear interpolation (numpy's default)."""
+    if len(values) < 2:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=100, method="inclusive")[q - 1])
 
 
 def serving_ms(model, features: dict, catalogue=None) -> float:

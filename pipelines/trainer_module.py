@@ -7,8 +7,9 @@ so no user-code wheel is built per run). Everything about the model comes from t
 Model artifact layout::
 
     <model uri>/Format-Serving/   serving SavedModel (serving.export.write_saved_model): the
-                                  whole cascade on raw ids as ``serving_default``, one
-                                  signature per stage, warm-up requests
+                                  whole cascade on raw ids as ``serving_default``,
+                                  ``recommend`` over the training examples' items, one
+                                  signature per stage, warm-up requests for every signature
     <model uri>/Format-Cascade/   the trained Keras cascade (tfcascade.training.load_model),
                                   what the JointRecallValidator evaluates
     <model_run uri>/              TensorBoard logs of the run (training.train writes them
@@ -93,8 +94,10 @@ def run_fn(fn_args) -> None:
       fn_args: ``tfx.components.FnArgs``; uses ``train_files``, ``eval_files``,
         ``serving_model_dir``, ``model_run_dir``, ``train_steps`` and ``custom_config``.
     """
-    from serving.export import write_saved_model
+    from serving.export import default_warmup_requests, write_saved_model
+    from serving.item_table import items_from_examples
     from tfcascade import training
+    from tfcascade.data import load_vocabularies
 
     config = resolve_config(fn_args.custom_config)
     data_dir = _split_root(fn_args.train_files, "train")
@@ -119,12 +122,15 @@ def run_fn(fn_args) -> None:
     )
     model = training.load_model(model_dir)
     qs = config["qs"]
+    vocabularies = load_vocabularies(data_dir)
     write_saved_model(
         model,
         fn_args.serving_model_dir,
         os.path.join(data_dir, "vocab"),
         k=int(config["k"]),
         qs=tuple(qs) if qs else None,
+        warmup_requests=default_warmup_requests(_expand(fn_args.eval_files), vocabularies),
+        items=items_from_examples(_expand(fn_args.train_files), vocabularies),
     )
     import tensorflow as tf
 

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["_intro.md", "data.md", "ops.md", "ops_dftopk.md", "ops_relaxations.md", "losses.md", "metrics.md",
         "cascade.md", "pipeline.md", "serving.md", "topkgat.md", "tarq.md"]
-BENCH = ["topk.md", "loss_reference.md", "parity.md", "parity_baselines.md", "cascade_partial.md", "simulator.md", "preprocess.md", "topkgat.md", "tarq_simulator.md", "tarq.md"]
+BENCH = ["topk.md", "loss_reference.md", "parity.md", "parity_baselines.md", "cascade_partial.md", "serving.md", "simulator.md", "preprocess.md", "topkgat.md", "tarq_simulator.md", "tarq.md"]
 
 
 def build() -> str:

@@ -1,21 +1,32 @@
 """SavedModel export of a trained cascade for TF Serving, and atomic version publishing.
 
-Signatures (all inputs are RAW ids, int64; vocabulary lookups run inside the graph from the
-vocab files shipped as assets; unknown ids map to index 0):
+Signatures (all inputs are RAW ids, int64, −1 = padding; vocabulary lookups run inside the
+graph from the vocab files shipped as assets; unknown ids map to index 0):
 
-- ``serving_default``: the whole cascade in one call. Inputs: user features ``[B]``
+- ``serving_default``: the whole cascade on a candidate list. Inputs: user features ``[B]``
   (user_id, device_id, age, gender, province), history ``hist_video_id``/``hist_author_id``
-  ``[B, H]`` (pad with −1), candidate features ``[B, N]`` (video_id, author_id,
-  category_level_one, category_level_two, upload_type) for any N; a candidate whose
-  ``video_id`` is −1 is padding. Each stage keeps its top-q of what the previous kept; outputs
-  ``top_k_indices`` (positions in the input list), ``top_k_video_ids`` (raw ids) and
-  ``top_k_scores`` (last-stage scores), ``[B, K]``, padded with −1 / −inf when fewer than K
-  candidates survive (N < K or padding).
+  ``[B, H]``, candidate features ``[B, N]`` (video_id, author_id, category_level_one,
+  category_level_two, upload_type) for any N ≥ 0; a candidate whose ``video_id`` is −1 is
+  padding. Retrieval scores the N candidates, each later stage only the survivors of the one
+  before (``CascadeModel.select``). Outputs ``top_k_indices`` (positions in the input list),
+  ``top_k_video_ids`` (raw ids) and ``top_k_scores`` (last-stage scores), ``[B, K]``, padded
+  with −1 / −inf when fewer than K candidates survive.
+- ``recommend``: from a user to a ranked top-K over the whole item corpus exported with the
+  model (``serving.item_table``). Inputs: the user features and history only, and optionally
+  ``exclude_video_id`` ``[B, E]`` (raw ids never to return, e.g. already shown; its
+  SignatureDef default is empty). The retrieval tower's item vectors of every corpus item are
+  computed at export and stored in the model; retrieval is an exact brute-force inner-product
+  top-q in chunks, then the later stages score the survivors (``CascadeModel.recommend``).
+  Outputs ``top_k_video_ids`` and ``top_k_scores`` ``[B, K]``. A new corpus is a new version.
 - ``retrieval``, ``prerank`` (three-stage cascades only), ``rank``: one stage's scores
-  ``[B, N]`` on the whole list.
+  ``[B, N]`` on the whole list (same inputs as ``serving_default``).
 
-``assets.extra/tf_serving_warmup_requests`` holds real requests (eval examples mapped back to
-raw ids) so TF Serving warms the graph up before it reports the version as available.
+Bad requests fail at the boundary with an InvalidArgumentError naming the input: ids < −1,
+candidate features (or history features) of different shapes, batch sizes that differ.
+
+``assets.extra/tf_serving_warmup_requests`` holds real requests for every signature (eval
+examples mapped back to raw ids) so TF Serving warms the graph up before it reports the
+version as available; an export that cannot build them fails.
 """
 
 from __future__ import annotations
@@ -29,31 +40,38 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from serving.item_table import ItemTable, items_from_csv, items_from_examples
 from tfcascade import features as F
-from tfcascade.ops.cascade_select import cascade_select
+from tfcascade.ops.brute_force_topk import CHUNK_SIZE
 
 ID_INPUTS = F.USER_FEATURES + F.HISTORY_FEATURES + F.ITEM_FEATURES
+RECOMMEND_INPUTS = F.USER_FEATURES + F.HISTORY_FEATURES + ("exclude_video_id",)
 SIGNATURE_STAGE_NAMES = {2: ("retrieval", "rank"), 3: ("retrieval", "prerank", "rank")}
 
 
-def input_signature() -> dict[str, tf.TensorSpec]:
-    spec = {f: tf.TensorSpec([None], tf.int64, name=f) for f in F.USER_FEATURES}
-    spec.update({f: tf.TensorSpec([None, None], tf.int64, name=f) for f in F.HISTORY_FEATURES + F.ITEM_FEATURES})
-    return spec
+def input_signature(names: Sequence[str] = ID_INPUTS) -> dict[str, tf.TensorSpec]:
+    """The raw-id TensorSpecs of ``names``: user features ``[B]``, the others ``[B, ·]``."""
+    return {f: tf.TensorSpec([None] if f in F.USER_FEATURES else [None, None], tf.int64, name=f) for f in names}
 
 
 class CascadeServingModule(tf.Module):
-    """Raw ids → vocabulary indices → the cascade; see the module docstring."""
+    """Raw ids → vocabulary indices → the cascade; see the module docstring.
 
-    def __init__(self, model, vocab_dir: str, k: int = 10, qs: Sequence[int] | None = None):
+    Args:
+      model: a trained ``CascadeModel``.
+      vocab_dir: the preprocessing output's ``vocab/``.
+      k: items returned per request, 1 ≤ k ≤ q_T.
+      qs: per-stage cuts (default the model's).
+      items: the corpus of ``recommend`` (None: no ``recommend`` signature).
+      chunk_size: corpus items scored at a time by ``recommend``.
+    """
+
+    def __init__(self, model, vocab_dir: str, k: int = 10, qs: Sequence[int] | None = None,
+                 items: ItemTable | None = None, chunk_size: int = CHUNK_SIZE):
         super().__init__()
         self.model = model
-        self.k = int(k)
-        self.qs = tuple(int(q) for q in (qs or model.qs))
-        if len(self.qs) != len(model.stage_models):
-            raise ValueError(f"qs={self.qs} needs one value per stage ({len(model.stage_models)})")
-        if self.k > self.qs[-1]:
-            raise ValueError(f"k={self.k} exceeds the last stage's q={self.qs[-1]}")
+        self.qs, self.k = model.validate_cut(qs, k)
+        self.chunk_size = int(chunk_size)
         self.tables = {}
         self.assets = {}
         for feature in F.USER_FEATURES + F.ITEM_FEATURES:
@@ -65,82 +83,186 @@ class CascadeServingModule(tf.Module):
                 self.assets[feature], key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
                 value_dtype=tf.int64, value_index=tf.lookup.TextFileIndex.LINE_NUMBER)
             self.tables[feature] = tf.lookup.StaticHashTable(init, default_value=-1)
-        self.video_ids = tf.Variable(self._raw_ids(os.path.join(vocab_dir, "video_id.txt")), trainable=False,
-                                     name="video_vocabulary")
-
-    @staticmethod
-    def _raw_ids(path: str) -> np.ndarray:
-        with tf.io.gfile.GFile(path) as fh:
-            return np.array([-1] + [int(v) for v in fh.read().split()], np.int64)
+        self.items = None
+        if items is not None:
+            corpus = {f: tf.constant(items.indices[f], tf.int64) for f in F.ITEM_FEATURES}
+            self.items = {f: tf.Variable(v, trainable=False, name=f"corpus_{f}") for f, v in corpus.items()}
+            self.item_vectors = tf.Variable(model.corpus_vectors(corpus, self.chunk_size), trainable=False,
+                                            name="corpus_item_vectors")
+            self.item_video_ids = tf.Variable(items.video_ids, trainable=False, name="corpus_video_ids")
 
     def to_indices(self, raw: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """Raw-id inputs → the model's feature dict (indices, mask)."""
+        """Raw-id inputs → the model's feature dict (indices, and ``mask`` for candidates)."""
         out = {}
-        for name in ID_INPUTS:
-            table = self.tables[F.HISTORY_TO_ITEM.get(name, name)]
-            out[name] = table.lookup(tf.cast(raw[name], tf.int64)) + 1  # unknown (−1) → 0
-        out["mask"] = tf.cast(raw["video_id"] >= 0, tf.float32)
+        for name in raw:
+            if name in self.tables or name in F.HISTORY_TO_ITEM:
+                table = self.tables[F.HISTORY_TO_ITEM.get(name, name)]
+                out[name] = table.lookup(tf.cast(raw[name], tf.int64)) + 1  # unknown (−1) → 0
+        if "video_id" in raw:
+            out["mask"] = tf.cast(raw["video_id"] >= 0, tf.float32)
         return out
 
+    @staticmethod
+    def check_inputs(raw: Mapping[str, tf.Tensor]) -> list[tf.Operation]:
+        """Assertions on a request: ids ≥ −1, one shape per feature group, one batch size."""
+        checks = [tf.debugging.assert_greater_equal(
+            value, tf.constant(-1, tf.int64), message=f"input {name} holds an id < -1 (-1 is padding)")
+            for name, value in raw.items()]
+        batch = tf.shape(raw[F.USER_FEATURES[0]])[0]
+        for group in (F.USER_FEATURES, F.HISTORY_FEATURES, F.ITEM_FEATURES):
+            present = [name for name in group if name in raw]
+            for name in present[1:]:
+                checks.append(tf.debugging.assert_equal(
+                    tf.shape(raw[name]), tf.shape(raw[present[0]]),
+                    message=f"inputs {present[0]} and {name} must have the same shape"))
+            if present:
+                checks.append(tf.debugging.assert_equal(
+                    tf.shape(raw[present[0]])[0], batch,
+                    message=f"inputs {F.USER_FEATURES[0]} and {present[0]} must have the same batch size"))
+        if "exclude_video_id" in raw:
+            exclude = tf.shape(raw["exclude_video_id"])
+            checks.append(tf.debugging.Assert(
+                tf.logical_or(tf.equal(exclude[1], 0), tf.equal(exclude[0], batch)),
+                ["input exclude_video_id must have the batch size of user_id (or no column); shapes",
+                 exclude, batch]))
+        return checks
+
     def _cascade(self, **raw):
-        feats = self.to_indices(raw)
-        scores = self.model.stage_scores(feats)
-        _, idx, values = cascade_select(scores, self.qs, feats["mask"])
-        idx, values = idx[:, : self.k], values[:, : self.k]
-        pad = self.k - tf.shape(idx)[1]  # N < K: pad to a fixed width
-        idx = tf.pad(idx, [[0, 0], [0, pad]], constant_values=-1)
-        values = tf.pad(values, [[0, 0], [0, pad]], constant_values=-float("inf"))
-        video = tf.where(idx >= 0, tf.gather(tf.cast(raw["video_id"], tf.int64), tf.maximum(idx, 0), batch_dims=1),
-                         tf.constant(-1, tf.int64))
-        return {"top_k_indices": idx, "top_k_scores": values, "top_k_video_ids": video}
+        with tf.control_dependencies(self.check_inputs(raw)):
+            feats = self.to_indices(raw)
+        idx, values = self.model.select(feats, self.qs, self.k)
+        return {"top_k_indices": idx, "top_k_scores": values,
+                "top_k_video_ids": _take_or_pad(tf.cast(raw["video_id"], tf.int64), idx)}
+
+    def _recommend(self, **raw):
+        with tf.control_dependencies(self.check_inputs(raw)):
+            feats = self.to_indices(raw)
+        rows, values = self.model.recommend(
+            feats, self.items, self.item_vectors, self.qs, self.k, corpus_keys=self.item_video_ids,
+            exclude=raw["exclude_video_id"], chunk_size=self.chunk_size)
+        return {"top_k_scores": values, "top_k_video_ids": _take_or_pad(self.item_video_ids, rows)}
 
     def _stage(self, index: int, **raw):
-        feats = self.to_indices(raw)
+        with tf.control_dependencies(self.check_inputs(raw)):
+            feats = self.to_indices(raw)
         return {"scores": self.model.stage_models[index](feats, training=False)}
 
     def signatures(self) -> dict:
         spec = input_signature()
-        out = {"serving_default": tf.function(lambda **raw: self._cascade(**raw)).get_concrete_function(**spec)}
+        out = {"serving_default": tf.function(lambda **raw: self._cascade(**raw), autograph=False).get_concrete_function(**spec)}
         names = SIGNATURE_STAGE_NAMES[len(self.model.stage_models)]
         for i, name in enumerate(names):
-            out[name] = tf.function(lambda i=i, **raw: self._stage(i, **raw)).get_concrete_function(**spec)
+            out[name] = tf.function(lambda i=i, **raw: self._stage(i, **raw), autograph=False).get_concrete_function(**spec)
+        if self.items is not None:
+            out["recommend"] = self._recommend_function()
         return out
+
+    def _recommend_function(self):
+        names = RECOMMEND_INPUTS
+
+        # A Python default on the last argument becomes the SignatureDef's default for it, so a
+        # request may leave exclude_video_id out.
+        def recommend(user_id, device_id, age, gender, province, hist_video_id, hist_author_id,
+                      exclude_video_id=tf.zeros([1, 0], tf.int64)):
+            values = (user_id, device_id, age, gender, province, hist_video_id, hist_author_id, exclude_video_id)
+            return self._recommend(**dict(zip(names, values)))
+
+        spec = input_signature(names)
+        # Handed to tf.saved_model.save as a tf.function (not a concrete function): only then
+        # does the SignatureDef record the default.
+        return tf.function(recommend, input_signature=[spec[n] for n in names], autograph=False)
+
+
+def signature_inputs(fn) -> list[str]:
+    """The input names of a concrete function, whether traced from kwargs or an input_signature."""
+    if not hasattr(fn, "structured_input_signature"):  # a tf.function with an input_signature
+        fn = fn.get_concrete_function()
+    args, kwargs = fn.structured_input_signature
+    return ([spec.name for spec in args if isinstance(spec, tf.TensorSpec)]
+            + [name for name, spec in kwargs.items() if isinstance(spec, tf.TensorSpec)])
+
+
+def _take_or_pad(ids: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+    """``ids`` (``[B, N]`` per row or ``[M]`` shared, M ≥ 1) at ``positions``, −1 where a position is −1."""
+    if ids.shape.rank == 2:  # N may be 0: gather from the list with a padding column
+        padded = tf.pad(ids, [[0, 0], [0, 1]], constant_values=-1)
+        return tf.gather(padded, tf.where(positions >= 0, positions, tf.shape(ids, out_type=tf.int64)[1]), batch_dims=1)
+    # The corpus is large: gather, then mask (no per-request copy of it).
+    return tf.where(positions >= 0, tf.gather(ids, tf.maximum(positions, 0)), tf.constant(-1, tf.int64))
 
 
 def write_saved_model(model, export_dir: str, vocab_dir: str, k: int = 10, qs: Sequence[int] | None = None,
-                      warmup_requests: Sequence[Mapping[str, np.ndarray]] | None = None) -> str:
+                      warmup_requests: Sequence[Mapping[str, np.ndarray]] | None = None,
+                      examples: str | None = None, items: ItemTable | str | None = None,
+                      recommend: bool | None = None, chunk_size: int = CHUNK_SIZE) -> str:
     """Writes the serving SavedModel of ``model`` to ``export_dir``.
 
     Args:
       model: a trained ``CascadeModel``.
       export_dir: the SavedModel folder to write.
       vocab_dir: the preprocessing output's ``vocab/`` (raw id per line; line i ↔ index i + 1).
-      k: items returned by ``serving_default``; ``qs`` per-stage cuts (default the model's).
-      warmup_requests: raw-id feature dicts for ``assets.extra/tf_serving_warmup_requests``
-        (default: two eval examples of the data next to ``vocab_dir``, mapped back to raw ids).
+      k: items returned per request (1 ≤ k ≤ q_T); ``qs`` per-stage cuts (default the model's).
+      warmup_requests: raw-id requests (``ID_INPUTS`` ``[1, ·]`` each) for
+        ``assets.extra/tf_serving_warmup_requests``, written for every signature (default:
+        two eval examples of ``examples``, mapped back to raw ids).
+      examples: the preprocessing output the default warmup requests (its eval split) and item
+        table (its train split) come from (default: the folder holding ``vocab_dir``).
+      items: the corpus of ``recommend``: an :class:`ItemTable`, a CSV path
+        (``items_from_csv``) or None for the training examples' items.
+      recommend: export the ``recommend`` signature (default: when the first stage is a
+        two-tower model).
+      chunk_size: corpus items ``recommend`` scores at a time (memory ∝ B · chunk_size).
 
     Returns:
       ``export_dir``.
+
+    Raises:
+      ValueError: k or qs out of range, ``recommend=True`` without a two-tower retrieval
+        stage, or no warmup request could be built.
     """
-    module = CascadeServingModule(model, vocab_dir, k, qs)
-    tf.saved_model.save(module, export_dir, signatures=module.signatures())
+    model.validate_cut(qs, k)
+    two_tower = all(hasattr(model.stage_models[0], a) for a in ("user_vector", "item_vectors"))
+    recommend = two_tower if recommend is None else bool(recommend)
+    if recommend and not two_tower:
+        model._two_tower()  # raises, naming the stage
+    source = examples if examples is not None else os.path.dirname(os.path.normpath(vocab_dir))
+    vocabularies = _vocabularies(vocab_dir)
+    table = None
+    if recommend:
+        table = (items if isinstance(items, ItemTable) else items_from_csv(items, vocabularies) if items
+                 else items_from_examples(source, vocabularies, "train"))
     if warmup_requests is None:
-        warmup_requests = default_warmup_requests(os.path.dirname(os.path.normpath(vocab_dir)))
-    if warmup_requests:
-        write_warmup(export_dir, warmup_requests)
+        warmup_requests = default_warmup_requests(source, vocabularies)
+    if not warmup_requests:
+        raise ValueError("warmup_requests is empty: give at least one request")
+    module = CascadeServingModule(model, vocab_dir, k, qs, table, chunk_size)
+    signatures = module.signatures()
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    write_warmup(export_dir, warmup_requests, signatures)
     return export_dir
 
 
-def default_warmup_requests(data_dir: str, count: int = 2) -> list[dict]:
-    """Eval examples of ``data_dir`` with ids mapped back to raw values (empty if none)."""
-    from tfcascade.data.tfdata import load_vocabularies, make_dataset
+def _vocabularies(vocab_dir: str) -> dict[str, list[int]]:
+    from tfcascade.data.tfdata import load_vocabularies
+
+    return load_vocabularies(os.path.dirname(os.path.normpath(vocab_dir)))
+
+
+def default_warmup_requests(examples: str | Sequence[str], vocabularies: Mapping[str, Sequence[int]],
+                            count: int = 2) -> list[dict]:
+    """``count`` eval examples of ``examples`` with ids mapped back to raw values.
+
+    Raises:
+      ValueError: naming ``examples`` when no eval example can be read.
+    """
+    from tfcascade.data.tfdata import make_dataset
 
     try:
-        vocab = load_vocabularies(data_dir)
-        batch = next(iter(make_dataset(data_dir, "eval", batch_size=count, shuffle=False)))
-    except (FileNotFoundError, StopIteration, tf.errors.NotFoundError):
-        return []
-    raw = raw_from_indices({k: v.numpy() for k, v in batch.items()}, vocab)
+        batch = next(iter(make_dataset(examples, "eval", batch_size=count, shuffle=False)))
+    except (FileNotFoundError, ValueError, StopIteration, tf.errors.NotFoundError) as err:
+        raise ValueError(f"cannot build warmup requests from the eval examples of {examples!r}: "
+                         f"{err or 'no example'}") from None
+    raw = raw_from_indices({k: v.numpy() for k, v in batch.items()}, vocabularies)
     return [{name: value[i: i + 1] for name, value in raw.items()} for i in range(len(raw["user_id"]))]
 
 
@@ -163,8 +285,13 @@ def raw_from_indices(batch: Mapping[str, np.ndarray], vocabularies: Mapping[str,
     return raw
 
 
-def write_warmup(export_dir: str, requests: Sequence[Mapping[str, np.ndarray]], model_name: str = "cascade") -> str:
-    """Writes TF Serving warmup records (``PredictionLog`` of ``PredictRequest``s)."""
+def write_warmup(export_dir: str, requests: Sequence[Mapping[str, np.ndarray]], signatures: Mapping,
+                 model_name: str = "cascade") -> str:
+    """Writes TF Serving warmup records: each request for every signature (``PredictionLog``).
+
+    Each signature gets the request's inputs it takes; ``recommend`` excludes the request's
+    history (``exclude_video_id`` = ``hist_video_id``), as a caller hiding seen items would.
+    """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     folder = os.path.join(export_dir, "assets.extra")
@@ -172,12 +299,13 @@ def write_warmup(export_dir: str, requests: Sequence[Mapping[str, np.ndarray]], 
     path = os.path.join(folder, "tf_serving_warmup_requests")
     with tf.io.TFRecordWriter(path) as writer:
         for request in requests:
-            pred = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name,
-                                                                              signature_name="serving_default"))
-            for name in ID_INPUTS:
-                pred.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(request[name], np.int64)))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=pred))
-            writer.write(log.SerializeToString())
+            request = {**request, "exclude_video_id": np.asarray(request["hist_video_id"])}
+            for name, fn in sorted(signatures.items()):
+                pred = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=name))
+                for key in signature_inputs(fn):
+                    pred.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(request[key], np.int64)))
+                log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=pred))
+                writer.write(log.SerializeToString())
     return path
 
 

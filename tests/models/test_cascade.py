@@ -81,3 +81,101 @@ def test_save_and_reload_gives_identical_scores(tiny_model_dir, tiny_data):
     assert not np.allclose(fresh.stage_scores(batch)[0].numpy(), a.stage_scores(batch)[0].numpy())
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model(str(tiny_data))
+
+
+def _corpus_as_list(batch, corpus):
+    """The whole corpus as every request's candidate list (what recommend must equal)."""
+    b = int(batch["user_id"].shape[0])
+    feats = {f: batch[f] for f in F.USER_FEATURES + F.HISTORY_FEATURES}
+    feats.update({f: tf.tile(tf.constant(corpus[f], tf.int64)[None], [b, 1]) for f in F.ITEM_FEATURES})
+    return feats
+
+
+class _TiedScores(keras.Model):
+    """A stage scoring ``feature mod m``: exact float scores, so ties are ties on every path.
+
+    (A trained stage's scores of two identical items can differ in the last bit with their
+    position in the batch, so ties are tested with exact scores.)
+    """
+
+    def __init__(self, feature, modulo):
+        super().__init__()
+        self.feature, self.modulo = feature, modulo
+
+    def call(self, features, training=False):
+        return tf.cast(features[self.feature] % self.modulo, tf.float32)
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_select_on_survivors_equals_whole_list_cascade(stages):
+    from tfcascade.ops.cascade_select import cascade_select
+
+    qs = (8, 6, 4) if stages == 3 else (8, 5)
+    model = build_cascade(VOCAB, stages=stages, loss="bce", embedding_dim=4, qs=qs, k=4, seed=3)
+    batch = _batch(n=12, seed=2)
+    _, want_idx, want_val = cascade_select(model.stage_scores(batch), qs, batch["mask"])
+    idx, val = model.select(batch)
+    np.testing.assert_array_equal(idx.numpy(), want_idx.numpy()[:, :4])
+    np.testing.assert_allclose(val.numpy(), want_val.numpy()[:, :4], rtol=1e-5)
+    # Fewer candidates than k, and none at all: padded with -1 / -inf.
+    for n in (2, 0):
+        short = {f: (v[:, :n] if f in F.ITEM_FEATURES + ("mask", "label") else v) for f, v in batch.items()}
+        idx, val = model.select(short)
+        assert idx.shape == (3, 4) and np.all(idx.numpy()[:, n:] == -1) and np.all(np.isneginf(val.numpy()[:, n:]))
+        if n:
+            assert np.all(np.sort(idx.numpy()[1:, :n], 1) == np.arange(n))
+    for bad in (0, qs[-1] + 1):
+        with pytest.raises(ValueError, match=rf"k must be in 1..{qs[-1]} \(the last stage's q\), got k={bad}"):
+            model.select(batch, k=bad)
+
+
+@pytest.mark.parametrize("qs", [(8, 5), (9, 6, 4), (12, 12, 12)])
+def test_select_breaks_ties_as_the_whole_list_cascade(qs):
+    from tfcascade.ops.cascade_select import cascade_select
+
+    kinds = [("video_id", 3), ("author_id", 2), ("upload_type", 4)][: len(qs)]
+    model = CascadeModel([_TiedScores(f, m) for f, m in kinds], loss="bce", qs=qs, k=4)
+    batch = _batch(n=12, seed=7)
+    _, want_idx, want_val = cascade_select(model.stage_scores(batch), qs, batch["mask"])
+    idx, val = model.select(batch)
+    np.testing.assert_array_equal(idx.numpy(), want_idx.numpy()[:, :4])
+    np.testing.assert_array_equal(val.numpy(), want_val.numpy()[:, :4])
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_recommend_equals_the_cascade_over_the_whole_corpus(stages):
+    qs = (8, 6, 4) if stages == 3 else (8, 5)
+    model = build_cascade(VOCAB, stages=stages, loss="bce", embedding_dim=4, qs=qs, k=4, seed=4)
+    batch = _batch(n=1, seed=5)
+    rng = np.random.default_rng(0)
+    corpus = {f: rng.integers(1, 13, 23) for f in F.ITEM_FEATURES}
+    corpus["video_id"] = np.arange(100, 123)  # keys; the model's indices wrap into the vocabulary
+    indices = {**corpus, "video_id": corpus["video_id"] % 13}
+    want, want_val = model.select(_corpus_as_list(batch, indices))
+    for chunk in (5, 64):
+        rows, val = model.recommend(batch, indices, chunk_size=chunk)
+        np.testing.assert_array_equal(rows.numpy(), want.numpy())
+        np.testing.assert_allclose(val.numpy(), want_val.numpy(), rtol=1e-5)
+    vectors = model.corpus_vectors(indices)
+    keys = tf.constant(corpus["video_id"], tf.int64)
+    first = rows.numpy()[:, :2] + 100  # exclude each request's two best (by key), and a padding -1
+    exclude = tf.constant(np.concatenate([first, -np.ones((3, 1), np.int64)], 1))
+    rows_ex, _ = model.recommend(batch, indices, vectors, corpus_keys=keys, exclude=exclude)
+    masked = _corpus_as_list(batch, indices)
+    masked["mask"] = tf.constant(np.stack([~np.isin(corpus["video_id"], r) for r in first]), tf.float32)
+    want_ex, _ = model.select(masked)
+    np.testing.assert_array_equal(rows_ex.numpy(), want_ex.numpy())
+    assert not any(np.isin(got, best).any() for got, best in zip(rows_ex.numpy(), rows.numpy()[:, :2]))
+    tiny = {f: v[:3] for f, v in indices.items()}  # corpus smaller than k
+    rows_small, val_small = model.recommend(batch, tiny)
+    assert np.all(rows_small.numpy()[:, 3:] == -1) and np.all(np.isneginf(val_small.numpy()[:, 3:]))
+    assert np.all(np.sort(rows_small.numpy()[:, :3], 1) == np.arange(3))
+    with pytest.raises(ValueError, match="corpus is empty"):
+        model.recommend(batch, {f: v[:0] for f, v in indices.items()})
+
+
+def test_recommend_needs_a_two_tower_retrieval_stage():
+    model = build_cascade(VOCAB, stages=2, loss="bce", embedding_dim=4, qs=(8, 5), k=3,
+                          stage_models=("mlp", "din"), seed=0)
+    with pytest.raises(ValueError, match="needs a two-tower retrieval stage.*MLPPreranker"):
+        model.recommend(_batch(), {f: np.arange(1, 5) for f in F.ITEM_FEATURES})

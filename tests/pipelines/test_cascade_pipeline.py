@@ -244,8 +244,14 @@ def test_pushed_model_serves_the_in_memory_models_top_k(tiny_runs):
     from tfcascade import training
 
     first = tiny_runs["first"]
+    from tensorflow_serving.apis import prediction_log_pb2
+
     loaded = tf.saved_model.load(first.pushed_destination)
-    assert "serving_default" in loaded.signatures
+    assert {"serving_default", "recommend"} <= set(loaded.signatures)
+    # The Pusher's model ships warmup requests for every signature.
+    warmup = os.path.join(first.pushed_destination, "assets.extra", "tf_serving_warmup_requests")
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]
+    assert {log.predict_log.request.model_spec.signature_name for log in logs} == set(loaded.signatures)
     metrics = json.loads(open(first.metrics_path).read())
     model = training.load_model(cascade_model_dir(metrics["model"]["uri"]))
     expected, got = _top_k_both_ways(model, loaded.signatures["serving_default"], metrics)

@@ -38,7 +38,7 @@ def test_serving_default_equals_in_memory_select(exported):
 def test_stage_signatures_and_any_list_length(exported):
     model, path, batch, raw = exported
     loaded = tf.saved_model.load(path)
-    assert set(loaded.signatures) == {"serving_default", "retrieval", "rank"}
+    assert set(loaded.signatures) == {"serving_default", "recommend", "retrieval", "rank"}
     stage = model.stage_scores(batch)
     for name, want in zip(("retrieval", "rank"), stage):
         got = loaded.signatures[name](**{k: tf.constant(v) for k, v in raw.items()})["scores"]
@@ -66,16 +66,111 @@ def test_unknown_ids_map_to_padding_index(exported):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_warmup_file_parses(exported):
+def test_warmup_requests_cover_every_signature_and_run(exported):
     from tensorflow_serving.apis import prediction_log_pb2
 
     _, path, _, raw = exported
+    loaded = tf.saved_model.load(path)
     records = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")))
-    assert len(records) == 2
-    log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
-    request = log.predict_log.request
-    assert request.model_spec.signature_name == "serving_default"
-    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["video_id"])[0], raw["video_id"][0])
+    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request for r in records]
+    assert len(requests) == 2 * len(loaded.signatures)
+    assert {r.model_spec.signature_name for r in requests} == set(loaded.signatures)
+    for request in requests:  # each is a complete, real request of its signature
+        fn = loaded.signatures[request.model_spec.signature_name]
+        assert set(request.inputs) == set(fn.structured_input_signature[1])
+        fn(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+    first = next(r for r in requests if r.model_spec.signature_name == "serving_default")
+    np.testing.assert_array_equal(tf.make_ndarray(first.inputs["video_id"])[0], raw["video_id"][0])
+
+
+def test_export_without_warmup_examples_fails(tiny_model_dir, tiny_data, tmp_path):
+    model = load_model(str(tiny_model_dir))
+    with pytest.raises(ValueError, match="cannot build warmup requests from the eval examples of"):
+        write_saved_model(model, str(tmp_path / "sm"), str(tiny_data / "vocab"), examples=str(tmp_path),
+                          recommend=False)
+    assert not (tmp_path / "sm").exists()
+
+
+def _recommend_inputs(raw, exclude=None):
+    inputs = {k: tf.constant(raw[k]) for k in F.USER_FEATURES + F.HISTORY_FEATURES}
+    b = len(raw["user_id"])
+    inputs["exclude_video_id"] = tf.constant(np.zeros((b, 0), np.int64) if exclude is None else exclude)
+    return inputs
+
+
+def test_recommend_serves_the_cascade_over_the_training_items(exported, tiny_data):
+    from serving.item_table import items_from_examples
+
+    model, path, batch, raw = exported
+    vocab = load_vocabularies(str(tiny_data))
+    items = items_from_examples(str(tiny_data), vocab)
+    assert len(items) > 100 and len(set(items.video_ids.tolist())) == len(items)
+    fn = tf.saved_model.load(path).signatures["recommend"]
+    out = fn(**_recommend_inputs(raw))
+    rows, scores = model.recommend(batch, items.indices)
+    np.testing.assert_array_equal(out["top_k_video_ids"].numpy(), items.video_ids[rows.numpy()])
+    np.testing.assert_allclose(out["top_k_scores"].numpy(), scores.numpy(), rtol=1e-5, atol=1e-6)
+    ids = out["top_k_video_ids"].numpy()
+    assert ids.shape == (4, model.k) and all(len(set(r)) == len(r) for r in ids.tolist())
+    # exclude: the first two of each row never come back; -1 pads the exclusion list
+    exclude = np.concatenate([ids[:, :2], -np.ones((4, 1), np.int64)], 1)
+    again = fn(**_recommend_inputs(raw, exclude))["top_k_video_ids"].numpy()
+    assert not any(np.isin(a, e).any() for a, e in zip(again, ids[:, :2]))
+    rows, _ = model.recommend(batch, items.indices, corpus_keys=tf.constant(items.video_ids),
+                              exclude=tf.constant(exclude))
+    np.testing.assert_array_equal(again, items.video_ids[rows.numpy()])
+
+
+def test_recommend_from_an_items_file(exported, tiny_data, tmp_path):
+    model, _, _, raw = exported
+    vocab = load_vocabularies(str(tiny_data))
+    chosen = vocab["video_id"][:15]
+    lines = ["video_id,author_id,category_level_one,category_level_two,upload_type"]
+    lines += [f"{v},{vocab['author_id'][0]},{vocab['category_level_one'][0]},{vocab['category_level_two'][0]},"
+              f"{vocab['upload_type'][0]}" for v in chosen]
+    (tmp_path / "items.csv").write_text("\n".join(lines) + "\n")
+    path = str(tmp_path / "sm")
+    write_saved_model(model, path, str(tiny_data / "vocab"), items=str(tmp_path / "items.csv"), k=3)
+    out = tf.saved_model.load(path).signatures["recommend"](**_recommend_inputs(raw))
+    assert out["top_k_video_ids"].shape == (4, 3) and set(out["top_k_video_ids"].numpy().ravel()) <= set(chosen)
+    (tmp_path / "bad.csv").write_text(lines[0] + "\n" + "1,2,x,4,5\n")
+    with pytest.raises(ValueError, match=r"bad.csv line 2: category_level_one='x' is not an integer id"):
+        write_saved_model(model, str(tmp_path / "sm2"), str(tiny_data / "vocab"), items=str(tmp_path / "bad.csv"))
+    (tmp_path / "dup.csv").write_text("\n".join([lines[0], lines[1], lines[1]]) + "\n")
+    with pytest.raises(ValueError, match=f"holds video_id {chosen[0]} more than once"):
+        write_saved_model(model, str(tmp_path / "sm3"), str(tiny_data / "vocab"), items=str(tmp_path / "dup.csv"))
+
+
+def test_bad_requests_fail_at_the_boundary_naming_the_input(exported):
+    _, path, _, raw = exported
+    loaded = tf.saved_model.load(path)
+    fn = loaded.signatures["serving_default"]
+    cases = [
+        ({"user_id": raw["user_id"] * 0 - 2}, "input user_id holds an id < -1"),
+        ({"video_id": np.where(raw["video_id"] > 0, -7, -1)}, "input video_id holds an id < -1"),
+        ({"author_id": raw["author_id"][:, :3]}, "inputs video_id and author_id must have the same shape"),
+        ({"hist_author_id": raw["hist_author_id"][:, :5]},
+         "inputs hist_video_id and hist_author_id must have the same shape"),
+        ({f: raw[f][:2] for f in F.ITEM_FEATURES}, "inputs user_id and video_id must have the same batch size"),
+    ]
+    for change, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            fn(**{k: tf.constant(v) for k, v in {**raw, **change}.items()})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="exclude_video_id must have the batch size"):
+        loaded.signatures["recommend"](**_recommend_inputs(raw, np.ones((2, 3), np.int64)))
+    # N = 0 candidates: a full-width answer of padding.
+    empty = {k: (v[:, :0] if k in F.ITEM_FEATURES else v) for k, v in raw.items()}
+    out = fn(**{k: tf.constant(v) for k, v in empty.items()})
+    assert np.all(out["top_k_video_ids"].numpy() == -1) and out["top_k_video_ids"].shape == (4, 10)
+    assert np.all(out["top_k_indices"].numpy() == -1) and np.all(np.isneginf(out["top_k_scores"].numpy()))
+
+
+def test_export_refuses_k_outside_one_to_q_last(exported, tiny_data, tmp_path):
+    model, _, _, _ = exported
+    for k in (0, -3, model.qs[-1] + 1):
+        with pytest.raises(ValueError, match=f"k must be in 1..{model.qs[-1]}"):
+            write_saved_model(model, str(tmp_path / "sm"), str(tiny_data / "vocab"), k=k)
+    assert not (tmp_path / "sm").exists()
 
 
 def test_publish_version_is_numbered_and_atomic(exported, tmp_path):
@@ -186,6 +281,11 @@ def test_export_cli_publishes_numbered_versions(tiny_data, tiny_model_dir, tmp_p
     out = loaded.signatures["serving_default"](**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
     assert out["top_k_indices"].shape == (1, 5)
     capsys.readouterr()
+    for k in ("0", "21"):
+        assert main(argv[:-1] + [k]) == 2  # usage error, before anything is written
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"tfcascade export: error: --k {k}: k must be in 1..") and "\n" not in err
+    assert sorted(os.listdir(tmp_path / "ranker")) == ["1"]
     assert main(argv + ["--version", "1"]) == 1  # one line, no traceback
     err = capsys.readouterr().err.strip()
     assert err.startswith("tfcascade export: error:") and "version 1" in err and "\n" not in err
@@ -207,3 +307,20 @@ def test_cascade_with_a_tarq_stage_exports_and_serves_identically(tiny_data, tin
     np.testing.assert_allclose(out["top_k_scores"].numpy(), scores.numpy(), rtol=1e-5, atol=1e-6)
     rank = loaded.signatures["rank"](**{k: tf.constant(v) for k, v in raw.items()})["scores"]
     np.testing.assert_allclose(rank.numpy(), model.stage_scores(batch)[1].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["example_request.json", "example_recommend_request.json"])
+def test_shipped_example_requests_are_served(exported, name):
+    import json
+    import urllib.request
+    from pathlib import Path
+
+    _, path, _, _ = exported
+    body = (Path(__file__).resolve().parents[2] / "serving" / name).read_bytes()
+    with RestDouble(path) as double:
+        url = f"http://127.0.0.1:{double.port}/v1/models/cascade:predict"
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as response:
+            payload = json.loads(response.read().decode().replace("-Infinity", "null"))
+    rows = payload.get("predictions") or [dict(zip(payload["outputs"], v)) for v in
+                                          zip(*payload["outputs"].values())]
+    assert len(rows) == 1 and len(rows[0]["top_k_video_ids"]) == 10

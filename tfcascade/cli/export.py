@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def add_parser(subparsers):
@@ -12,7 +13,13 @@ def add_parser(subparsers):
     p.add_argument("--serving-dir", required=True, help="TF Serving model base folder")
     p.add_argument("--model-name", default="cascade")
     p.add_argument("--version", type=int, default=None, help="default: next integer")
-    p.add_argument("--k", type=int, default=10, help="items returned per request")
+    p.add_argument("--k", type=int, default=10, help="items returned per request (1 ≤ k ≤ the last stage's q)")
+    p.add_argument("--items", default=None,
+                   help="CSV of the corpus `recommend` serves (header: video_id, author_id, category_level_one, "
+                        "category_level_two, upload_type; raw ids); default: the training examples' items")
+    p.add_argument("--no-recommend", action="store_true", help="export without the `recommend` signature")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="corpus items `recommend` scores at a time (default: ops.brute_force_topk.CHUNK_SIZE)")
     return p
 
 
@@ -24,8 +31,18 @@ def run(args) -> int:
 
     model = load_model(args.model_dir)
     require_data(model, args.data, "export")
+    try:
+        model.validate_cut(k=args.k)
+    except ValueError as err:
+        print(f"tfcascade export: error: --k {args.k}: {err}", file=sys.stderr)
+        return 2
+    if args.chunk_size is not None and args.chunk_size <= 0:
+        print(f"tfcascade export: error: --chunk-size must be > 0, got {args.chunk_size}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
-        export = write_saved_model(model, os.path.join(tmp, "saved_model"), os.path.join(args.data, "vocab"), k=args.k)
+        export = write_saved_model(model, os.path.join(tmp, "saved_model"), os.path.join(args.data, "vocab"),
+                                   k=args.k, items=args.items, recommend=False if args.no_recommend else None,
+                                   **({"chunk_size": args.chunk_size} if args.chunk_size else {}))
         path = publish_version(export, args.serving_dir, args.model_name, args.version)
     print(f"exported {path}")
     return 0

@@ -3,7 +3,10 @@
 Stages run in order retrieval → (pre-ranking →) ranking; training scores every stage on the
 whole logged list and optimises a cascade loss (``tfcascade.losses``) so that the *joint*
 recall of the hard cascade goes up. At inference ``select`` runs the real cascade: each stage
-keeps its top-q of what the previous stage kept (``ops.cascade_select``).
+keeps its top-q of what the previous stage kept, and each later stage scores only those
+survivors (``ops.cascade_select.survivor_cascade``). ``recommend`` starts from the whole item
+corpus instead of a candidate list: the two-tower retrieval stage scores every corpus item
+(``ops.brute_force_topk``), then the later stages score its survivors.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfcascade import features as F
 from tfcascade._keras import keras
 from tfcascade.losses import registry
 from tfcascade.losses.base import DEFAULT_QS
@@ -22,7 +26,8 @@ from tfcascade.models.din import DIN
 from tfcascade.models.dssm import DSSM
 from tfcascade.models.mlp import MLPPreranker
 from tfcascade.models.tarq import TARQ
-from tfcascade.ops.cascade_select import cascade_select
+from tfcascade.ops.brute_force_topk import CHUNK_SIZE, brute_force_top_k
+from tfcascade.ops.cascade_select import survivor_cascade
 
 STAGE_CLASSES = {"dssm": DSSM, "mlp": MLPPreranker, "din": DIN, "tarq": TARQ}
 DEFAULT_STAGES = {2: ("dssm", "din"), 3: ("dssm", "mlp", "din")}
@@ -88,19 +93,124 @@ class CascadeModel(tfrs.models.Model):
             self.stage_metrics[2 * i + 1].update_state(masked_labels, s)
         return loss
 
-    def select(self, features, qs: Sequence[int] | None = None, k: int | None = None):
-        """Runs the hard cascade: returns (indices ``[B, k]``, last-stage scores ``[B, k]``).
+    def select(self, features: Mapping[str, tf.Tensor], qs: Sequence[int] | None = None,
+               k: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Runs the hard cascade on a candidate list, later stages on the survivors only.
 
-        Indices point into the candidate list (−1 where a row had fewer than k survivors),
-        best first. ``qs`` defaults to the model's; ``k`` to K.
+        Stage 1 scores all n candidates and keeps its top-q_1; stage t scores only the q_{t−1}
+        items stage t−1 kept (their item features gathered), so the ranker runs on q items, not
+        n. The result equals ``ops.cascade_select`` on every stage's scores of the whole list,
+        ties included.
+
+        Args:
+          features: the feature dict (``tfcascade.features``) of ``[B, n]`` candidates, any n
+            (0 included); ``mask`` (optional) marks the real ones.
+          qs: how many items each stage keeps (default the model's).
+          k: items returned (default K), 0 < k ≤ q_T.
+
+        Returns:
+          (``indices [B, k]`` positions in the candidate list, best first, −1 where a row had
+          fewer than k survivors; ``scores [B, k]`` last-stage scores, −inf where missing).
         """
-        qs = tuple(qs or self.qs)
-        k = int(k or self.k)
-        if k > qs[-1]:
-            raise ValueError(f"k={k} exceeds the last stage's q={qs[-1]}")
+        qs, k = self.validate_cut(qs, k)
         mask = features.get("mask")
-        _, idx, values = cascade_select(self.stage_scores(features), qs, mask)
-        return idx[:, :k], values[:, :k]
+        first = self.stage_models[0](features, training=False)
+        valid = tf.ones_like(first, tf.bool) if mask is None else tf.cast(mask, tf.bool)
+        first = tf.where(valid, first, tf.constant(-float("inf"), first.dtype))
+        values, positions = tf.math.top_k(first, k=tf.minimum(qs[0], tf.shape(first)[-1]))
+        n = tf.shape(first, out_type=tf.int64)[-1]
+        padded = {f: tf.pad(tf.cast(features[f], tf.int64), [[0, 0], [0, 1]]) for f in F.ITEM_FEATURES}
+        context = {f: features[f] for f in F.USER_FEATURES + F.HISTORY_FEATURES}
+
+        def gather(at):
+            at = tf.where(at >= 0, at, n)  # the padding column
+            items = {f: tf.gather(v, at, batch_dims=1) for f, v in padded.items()}
+            return {**context, **items, "mask": tf.cast(at < n, tf.float32)}
+
+        return survivor_cascade(self._later_stages(), gather, values, positions, qs[1:], k)
+
+    def recommend(self, features: Mapping[str, tf.Tensor], corpus: Mapping[str, tf.Tensor],
+                  corpus_vectors: tf.Tensor | None = None, qs: Sequence[int] | None = None,
+                  k: int | None = None, corpus_keys: tf.Tensor | None = None,
+                  exclude: tf.Tensor | None = None, chunk_size: int = CHUNK_SIZE) -> tuple[tf.Tensor, tf.Tensor]:
+        """The cascade from a user to a ranked top-k over a whole item corpus.
+
+        The retrieval stage (a two-tower model: ``user_vector`` / ``item_vectors``) scores every
+        corpus item, ⟨u, v_j⟩ for j = 1 … M, in chunks (``ops.brute_force_topk``) and keeps its
+        top-q_1; the later stages score those survivors as in :meth:`select`.
+
+        Args:
+          features: user features ``[B]`` and history ``[B, H]`` (vocabulary indices).
+          corpus: item features ``[M]`` per ``features.ITEM_FEATURES`` (vocabulary indices), M ≥ 1.
+          corpus_vectors: ``[M, d]`` the retrieval stage's item vectors of the corpus (default:
+            computed now, :meth:`corpus_vectors`); precompute them once per corpus.
+          qs, k: as in :meth:`select`.
+          corpus_keys: ``[M]`` int64 ids naming the corpus items for ``exclude`` (default the
+            corpus' ``video_id``).
+          exclude: ``[B, E]`` keys never to return (e.g. already shown), −1 = padding.
+          chunk_size: corpus items scored at a time (bounds memory at B · chunk_size scores).
+
+        Returns:
+          (``rows [B, k]`` corpus rows best first, −1 where fewer than k items qualify;
+          ``scores [B, k]`` last-stage scores, −inf where missing).
+        """
+        qs, k = self.validate_cut(qs, k)
+        retrieval = self._two_tower()
+        corpus = {f: tf.cast(corpus[f], tf.int64) for f in F.ITEM_FEATURES}
+        if corpus["video_id"].shape[0] == 0:
+            raise ValueError("corpus is empty: recommend needs at least one item")
+        if corpus_vectors is None:
+            corpus_vectors = self.corpus_vectors(corpus, chunk_size)
+        keys = tf.cast(corpus["video_id"] if corpus_keys is None else corpus_keys, tf.int64)
+        context = {f: features[f] for f in F.USER_FEATURES + F.HISTORY_FEATURES}
+        user = retrieval.user_vector(context, training=False)
+        excluded = tf.zeros([tf.shape(user)[0], 0], tf.int64) if exclude is None else tf.cast(exclude, tf.int64)
+        # Excluded items can only take places in the top q_1 + E; drop them afterwards.
+        values, rows = brute_force_top_k(user, corpus_vectors, qs[0] + tf.shape(excluded)[1], chunk_size)
+        hit = tf.reduce_any(tf.equal(tf.gather(keys, rows)[:, :, None], excluded[:, None, :])
+                            & (excluded[:, None, :] >= 0), axis=-1)
+        values, best = tf.math.top_k(tf.where(hit, tf.constant(-float("inf")), values),
+                                     k=tf.minimum(qs[0], tf.shape(values)[-1]))
+        rows = tf.gather(rows, best, batch_dims=1)
+
+        def gather(at):  # the survivors' features; padding (−1) gets index 0
+            real = at >= 0
+            items = {f: tf.where(real, tf.gather(v, tf.maximum(at, 0)), tf.zeros_like(at)) for f, v in corpus.items()}
+            return {**context, **items, "mask": tf.cast(real, tf.float32)}
+
+        return survivor_cascade(self._later_stages(), gather, values, rows, qs[1:], k)
+
+    def corpus_vectors(self, corpus: Mapping[str, tf.Tensor], chunk_size: int = CHUNK_SIZE) -> tf.Tensor:
+        """``[M, d]`` the retrieval stage's item vectors of ``corpus`` (item features ``[M]``)."""
+        retrieval = self._two_tower()
+        size = int(tf.shape(corpus["video_id"])[0])
+        parts = [retrieval.item_vectors({f: tf.cast(corpus[f][None, i: i + chunk_size], tf.int64)
+                                         for f in F.ITEM_FEATURES})[0]
+                 for i in range(0, max(size, 1), chunk_size)]
+        return tf.concat(parts, 0)
+
+    def _two_tower(self):
+        retrieval = self.stage_models[0]
+        if not (hasattr(retrieval, "user_vector") and hasattr(retrieval, "item_vectors")):
+            raise ValueError(f"recommending from a corpus needs a two-tower retrieval stage (user_vector / "
+                             f"item_vectors); stage {retrieval.name!r} is a {type(retrieval).__name__}")
+        return retrieval
+
+    def _later_stages(self):
+        return [lambda f, stage=stage: stage(f, training=False) for stage in self.stage_models[1:]]
+
+    def validate_cut(self, qs: Sequence[int] | None = None, k: int | None = None) -> tuple[tuple[int, ...], int]:
+        """``(qs, k)`` defaulted to the model's and checked: one positive, non-increasing q per
+        stage and 0 < k ≤ q_T; raises ValueError naming the bad value."""
+        qs = tuple(int(q) for q in (qs or self.qs))
+        k = int(self.k if k is None else k)
+        if len(qs) != len(self.stage_models):
+            raise ValueError(f"qs needs one value per stage ({len(self.stage_models)}), got qs={list(qs)}")
+        if any(q <= 0 for q in qs) or any(a < b for a, b in zip(qs, qs[1:])):
+            raise ValueError(f"qs must be positive and non-increasing, got qs={list(qs)}")
+        if not 0 < k <= qs[-1]:
+            raise ValueError(f"k must be in 1..{qs[-1]} (the last stage's q), got k={k}")
+        return qs, k
 
     def config(self) -> dict:
         """What ``build_cascade`` needs to rebuild this model."""
