@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -310,15 +311,52 @@ def write_warmup(export_dir: str, requests: Sequence[Mapping[str, np.ndarray]], 
 
 
 _VERSION = re.compile(r"^\d+$")
+_TMP_PREFIX = ".tmp-"
+_TMP_NAME = re.compile(r"^\.tmp-\d+-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def _remove_stale_publishes(base: str, stale_after_s: float) -> list[str]:
+    """Removes ``.tmp-<version>-<host>-<pid>-<id>`` folders of dead local processes or older
+    than ``stale_after_s``; returns what was removed."""
+    import time
+
+    removed = []
+    for name in tf.io.gfile.listdir(base):
+        name = name.rstrip("/")
+        if not name.startswith(_TMP_PREFIX):
+            continue
+        path = os.path.join(base, name)
+        owner = _TMP_NAME.match(name)
+        dead = bool(owner) and owner["host"] == socket.gethostname() and not _process_alive(int(owner["pid"]))
+        try:
+            old = time.time() - tf.io.gfile.stat(path).mtime_nsec / 1e9 > stale_after_s
+        except tf.errors.NotFoundError:
+            continue
+        if dead or old:
+            tf.io.gfile.rmtree(path)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def publish_version(saved_model_dir: str, serving_dir: str, model_name: str = "cascade",
-                    version: int | None = None) -> str:
+                    version: int | None = None, stale_after_s: float = 3600.0) -> str:
     """Copies a SavedModel to ``<serving_dir>/<model_name>/<version>/`` atomically.
 
     The copy goes to a hidden temporary folder beside the target and is renamed into place, so
     TF Serving (which polls the model folder) never sees a partial version. ``version``
     defaults to one more than the highest existing numeric version (1 for the first).
+    Temporary folders a killed publish left behind are removed first: those of a process of
+    this host that no longer runs, and any older than ``stale_after_s``.
 
     Raises:
       FileNotFoundError: ``saved_model_dir`` holds no saved_model.pb.
@@ -328,6 +366,7 @@ def publish_version(saved_model_dir: str, serving_dir: str, model_name: str = "c
         raise FileNotFoundError(f"no saved_model.pb in saved_model_dir={saved_model_dir!r}")
     base = os.path.join(serving_dir, model_name)
     tf.io.gfile.makedirs(base)
+    _remove_stale_publishes(base, stale_after_s)
     existing = [int(v) for v in tf.io.gfile.listdir(base) if _VERSION.match(v.rstrip("/"))]
     if version is None:
         version = max(existing, default=0) + 1
@@ -336,7 +375,7 @@ def publish_version(saved_model_dir: str, serving_dir: str, model_name: str = "c
     target = os.path.join(base, str(int(version)))
     if tf.io.gfile.exists(target):
         raise FileExistsError(f"version {version} of {model_name!r} already exists at {target}")
-    tmp = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+    tmp = os.path.join(base, f"{_TMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         _copy_tree(saved_model_dir, tmp)
         tf.io.gfile.rename(tmp, target)

@@ -324,3 +324,25 @@ def test_shipped_example_requests_are_served(exported, name):
     rows = payload.get("predictions") or [dict(zip(payload["outputs"], v)) for v in
                                           zip(*payload["outputs"].values())]
     assert len(rows) == 1 and len(rows[0]["top_k_video_ids"]) == 10
+
+
+def test_publish_removes_what_killed_publishes_left(exported, tmp_path):
+    import socket
+    import subprocess
+
+    _, path, _, _ = exported
+    base = tmp_path / "cascade"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    leftovers = {f".tmp-1-{host}-{dead.pid}-0123abcd": True,      # its process is gone
+                 f".tmp-1-{host}-{os.getpid()}-89abcdef": False,   # a publish still running
+                 ".tmp-1-otherhost-1-fedcba98": False}             # another host's, recent
+    for name in leftovers:
+        (base / name).mkdir(parents=True)
+    assert publish_version(path, str(tmp_path), "cascade").endswith("/cascade/1")
+    assert sorted(os.listdir(base)) == sorted(["1"] + [n for n, stale in leftovers.items() if not stale])
+    old = base / ".tmp-1-otherhost-1-fedcba98"
+    os.utime(old, (0, 0))  # older than an hour: removed whoever left it
+    publish_version(path, str(tmp_path), "cascade")
+    assert not old.exists() and (base / f".tmp-1-{host}-{os.getpid()}-89abcdef").exists()

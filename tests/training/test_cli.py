@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tfcascade.cli.main import main
+from tfcascade.cli.main import UsageError, main
 
 
 @pytest.mark.slow
@@ -37,3 +37,28 @@ def test_train_evaluate_compare_cli(tiny_data, tmp_path, capsys):
 def test_train_cli_rejects_bad_stage_count(tiny_data, tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "--data", str(tiny_data), "--stages", "4", "--model-dir", str(tmp_path)])
+
+
+def test_cli_errors_are_one_line_with_exit_codes(tiny_data, tmp_path, capsys):
+    cases = [
+        (["train", "--data", str(tmp_path / "nonexistent"), "--loss", "bce", "--model-dir", str(tmp_path / "m")], 2,
+         f"tfcascade train: error: --data {tmp_path / 'nonexistent'}: no such folder (give the output of "
+         "`tfcascade preprocess`)"),
+        (["train", "--data", str(tmp_path), "--loss", "bce", "--model-dir", str(tmp_path / "m")], 2,
+         "no metadata.json there"),
+        (["train", "--data", str(tiny_data), "--lr", "-1", "--model-dir", str(tmp_path / "m")], 2,
+         "tfcascade train: error: --lr: lr must be a finite number > 0, got lr=-1.0"),
+        (["train", "--data", str(tiny_data), "--lr", "nan", "--model-dir", str(tmp_path / "m")], 2, "got lr=nan"),
+        (["train", "--data", str(tiny_data), "--epochs", "0", "--model-dir", str(tmp_path / "m")], 2,
+         "--epochs: epochs must be an integer > 0"),
+        (["evaluate", "--model-dir", str(tmp_path / "none"), "--data", str(tiny_data)], 2,
+         "--model-dir " + str(tmp_path / "none") + ": no such folder (give the output of `tfcascade train`)"),
+        (["evaluate", "--model-dir", str(tmp_path), "--data", str(tiny_data)], 2, ": no config.json there"),
+    ]
+    for argv, code, message in cases:
+        capsys.readouterr()
+        assert main(argv) == code, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err, err
+    with pytest.raises(UsageError):  # --debug: the exception itself, traceback included
+        main(["--debug", "evaluate", "--model-dir", str(tmp_path / "none"), "--data", str(tiny_data)])

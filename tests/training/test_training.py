@@ -40,10 +40,59 @@ def test_resume_after_interruption(tiny_data, tmp_path):
     with pytest.raises(RuntimeError, match="preemption"):
         train(str(tiny_data), str(tmp_path), callbacks=[_Crash(10)], **kwargs)
     assert (tmp_path / "backup").exists()
+    assert json.loads((tmp_path / "run.json").read_text())["steps"] == 7  # the first epoch's end
     counter = _Crash(10**9)
     metrics = train(str(tiny_data), str(tmp_path), callbacks=[counter], **kwargs)
-    # Backups are written at each epoch end: the first epoch (7 steps) is not redone.
-    assert counter.seen == 14 and metrics["steps"] == 14
+    # Backups are written at each epoch end: the first epoch (7 steps) is not redone, and the
+    # metrics count the whole run.
+    assert counter.seen == 14 and metrics["steps_this_run"] == 14 and metrics["steps"] == 21
+    assert metrics["resumed"] is True and not (tmp_path / "backup").exists()
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "finished" and run["steps"] == 21
+    assert metrics["train_seconds"] == pytest.approx(run["seconds"], abs=1e-3)
+
+
+def test_a_rerun_with_other_options_never_resumes_another_run(tiny_data, tmp_path):
+    from tfcascade.training.run_state import RunMismatchError
+
+    kwargs = dict(epochs=2, batch_size=32, verbose=0)
+    with pytest.raises(RuntimeError, match="preemption"):
+        train(str(tiny_data), str(tmp_path), loss="dftopk", callbacks=[_Crash(9)], **kwargs)
+    for other, named in ((dict(loss="bce"), "loss: 'dftopk' -> 'bce'"), (dict(loss="dftopk", lr=1e-3), "lr: 0.01 -> 0.001"),
+                         (dict(loss="dftopk", embedding_dim=4), "embedding_dim: 8 -> 4")):
+        with pytest.raises(RunMismatchError, match=f"other options .*{named}.*--restart"):
+            train(str(tiny_data), str(tmp_path), **{**kwargs, **other})
+    assert (tmp_path / "backup").exists()  # refused runs leave the interrupted one intact
+    counter = _Crash(10**9)
+    metrics = train(str(tiny_data), str(tmp_path), loss="bce", restart=True, callbacks=[counter], **kwargs)
+    assert counter.seen == 14 and metrics["steps"] == 14 and metrics["loss"] == "bce" and not metrics["resumed"]
+
+
+def test_a_kill_during_the_final_save_keeps_the_run(tiny_data, tmp_path, monkeypatch):
+    from tfcascade.training import trainer
+
+    kwargs = dict(loss="bce", epochs=2, batch_size=32, verbose=0)
+    real = trainer._write_final_checkpoint
+    monkeypatch.setattr(trainer, "_write_final_checkpoint", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError, match="killed"):
+        train(str(tiny_data), str(tmp_path), **kwargs)
+    assert (tmp_path / "backup").exists() and not list((tmp_path / "checkpoints").glob("final.*"))
+    monkeypatch.setattr(trainer, "_write_final_checkpoint", real)
+    counter = _Crash(10**9)
+    metrics = train(str(tiny_data), str(tmp_path), callbacks=[counter], **kwargs)
+    assert counter.seen == 0 and metrics["steps"] == 14  # nothing retrained, nothing lost
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["final.data-00000-of-00001", "final.index"]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("lr", -1.0, "lr must be a finite number > 0, got lr=-1.0"), ("lr", float("nan"), "got lr=nan"),
+    ("lr", 0.0, "got lr=0.0"), ("epochs", 0, "epochs must be an integer > 0, got epochs=0"),
+    ("batch_size", -8, "batch_size=-8"), ("embedding_dim", 0, "embedding_dim=0"),
+    ("steps_per_epoch", 0, "steps_per_epoch=0")])
+def test_training_options_are_validated_before_any_work(tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train(str(tmp_path / "no_data_needed"), str(tmp_path / "m"), **{option: value})
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.parametrize("strategy", [tf.distribute.OneDeviceStrategy("/cpu:0"),

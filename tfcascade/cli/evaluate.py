@@ -14,6 +14,10 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    from tfcascade.cli.main import require_folder
+
+    require_folder(args.data, "--data", "metadata.json", "tfcascade preprocess")
+    require_folder(args.model_dir, "--model-dir", "config.json", "tfcascade train")
     from tfcascade.training import evaluate
 
     print(json.dumps(evaluate(args.model_dir, args.data, args.batch_size), indent=2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 
 def add_parser(subparsers):
@@ -26,6 +25,10 @@ def add_parser(subparsers):
 def run(args) -> int:
     import tempfile
 
+    from tfcascade.cli.main import UsageError, require_folder
+
+    require_folder(args.data, "--data", "metadata.json", "tfcascade preprocess")
+    require_folder(args.model_dir, "--model-dir", "config.json", "tfcascade train")
     from serving.export import publish_version, write_saved_model
     from tfcascade.training import load_model, require_data
 
@@ -34,11 +37,9 @@ def run(args) -> int:
     try:
         model.validate_cut(k=args.k)
     except ValueError as err:
-        print(f"tfcascade export: error: --k {args.k}: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--k {args.k}: {err}") from None
     if args.chunk_size is not None and args.chunk_size <= 0:
-        print(f"tfcascade export: error: --chunk-size must be > 0, got {args.chunk_size}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--chunk-size must be > 0, got {args.chunk_size}")
     with tempfile.TemporaryDirectory() as tmp:
         export = write_saved_model(model, os.path.join(tmp, "saved_model"), os.path.join(args.data, "vocab"),
                                    k=args.k, items=args.items, recommend=False if args.no_recommend else None,

@@ -51,11 +51,37 @@ def _load(name: str):
         raise
 
 
+class UsageError(ValueError):
+    """A command-line argument that cannot work: reported in one line, exit status 2."""
+
+
+def require_folder(path: str, option: str, holding: str, made_by: str) -> None:
+    """Refuses a local ``path`` that is not a folder holding ``holding`` — before TensorFlow is
+    imported, so the error is the only output. Remote paths (``gs://``…) are left to the reader.
+
+    Raises:
+      UsageError: naming ``option``, the path and the command that makes such a folder.
+    """
+    import os
+
+    if "://" in path:
+        return
+    if not os.path.isdir(path):
+        raise UsageError(f"{option} {path}: no such folder (give the output of `{made_by}`)")
+    if not os.path.exists(os.path.join(path, holding)):
+        raise UsageError(f"{option} {path}: no {holding} there (give the output of `{made_by}`)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. Errors are one line on stderr — exit 2 for usage errors (arguments),
+    1 for runtime errors — and the traceback is shown only with ``--debug``."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     # Import only the module of the command being run (help lists them all).
     chosen = [argv[0]] if argv and argv[0] in COMMANDS else None
     parser = build_parser(chosen)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         if not getattr(args, "pass_through", False):
@@ -67,18 +93,26 @@ def main(argv: list[str] | None = None) -> int:
     module = _load(args.command)
     try:
         return int(module.run(args) or 0)
-    except _data_errors() as err:  # bad input the data layer named precisely: one line, no traceback
-        print(f"tfcascade {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print(f"tfcascade {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 (every error becomes one line; --debug shows the traceback)
+        if debug:
+            raise
+        usage = isinstance(err, UsageError)
+        hint = "" if usage else " (--debug shows the traceback)"
+        print(f"tfcascade {args.command}: error: {one_line(err)}{hint}", file=sys.stderr)
+        return 2 if usage else 1
 
 
-def _data_errors() -> tuple[type[Exception], ...]:
-    """Errors that name the bad input (evaluated only once something was raised)."""
-    from tfcascade.data.fingerprint import DataMismatchError
-    from tfcascade.data.schema import SchemaError
-    from tfcascade.data.tfdata import EmptySplitError
-
-    return (DataMismatchError, EmptySplitError, SchemaError, FileExistsError)
+def one_line(err: BaseException) -> str:
+    """An exception as one line: the first line of its message (TensorFlow's ``message``,
+    without its "Graph execution error:" header), with the type unless it is a plain bad-value
+    or file error."""
+    message = getattr(err, "message", None) or str(err)
+    lines = [line.strip() for line in message.splitlines() if line.strip() not in ("", "Graph execution error:")]
+    text = lines[0] if lines else ""
+    return text if isinstance(err, (ValueError, OSError)) and text else f"{type(err).__name__}: {text}"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 
 def add_train_options(p) -> None:
@@ -28,6 +29,9 @@ def add_parser(subparsers):
     p.add_argument("--loss", default="lcron", help="bce icc rankflow fs_ranknet fs_lambdaloss arf arf_v2 lcron dftopk lapsum")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-dir", required=True)
+    p.add_argument("--restart", action="store_true",
+                   help="start over even if --model-dir holds an interrupted run's backup (otherwise a rerun "
+                        "resumes it, and is refused if its options differ)")
     return p
 
 
@@ -40,8 +44,22 @@ def train_kwargs(args) -> dict:
 
 
 def run(args) -> int:
-    from tfcascade.training import train
+    from tfcascade.cli.main import UsageError, require_folder
 
-    metrics = train(args.data, args.model_dir, loss=args.loss, seed=args.seed, **train_kwargs(args))
+    require_folder(args.data, "--data", "metadata.json", "tfcascade preprocess")
+    from tfcascade.training import train
+    from tfcascade.training.distribution import describe, strategy_from_environment
+    from tfcascade.training.trainer import validate_options
+
+    kwargs = train_kwargs(args)
+    try:
+        validate_options(**{k: kwargs[k] for k in ("epochs", "batch_size", "lr", "embedding_dim", "steps_per_epoch")})
+    except ValueError as err:
+        raise UsageError(f"--{str(err).split(' ', 1)[0].replace('_', '-')}: {err}") from None
+    strategy = strategy_from_environment()  # before TensorFlow runs any op
+    if strategy is not None:
+        print(describe(strategy), file=sys.stderr, flush=True)
+    metrics = train(args.data, args.model_dir, loss=args.loss, seed=args.seed, restart=args.restart,
+                    strategy=strategy, **kwargs)
     print(json.dumps(metrics, indent=2))
     return 0

@@ -125,7 +125,12 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
             lambda i, b: append_sampled_negatives(b, sampled_negatives, tf.stack([tf.constant(base, tf.int64), i]),
                                                   negative_draw),
             num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Under a multi-worker strategy every worker reads the same (seeded) batches and keeps its
+    # share of each global batch: any number of files works, and the global batches are those
+    # of a single worker.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def dataset_from_records(records: Iterable[Mapping], vocabularies: Mapping[str, Sequence[int]] | None = None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
@@ -16,6 +16,15 @@ from tfcascade.data.tfdata import EmptySplitError, dataset_has_examples, load_me
 from tfcascade.models.cascade import CascadeModel, build_cascade
 from tfcascade.models.tarq import TARQ, CodebookMonitor
 from tfcascade.training.callbacks import StepTimer
+from tfcascade.training.distribution import (
+    describe,
+    is_chief,
+    num_workers,
+    strategy_from_environment,
+    strategy_name,
+    task_name,
+)
+from tfcascade.training.run_state import BACKUP_DIR, RunProgress, prepare_run, write_run
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
@@ -37,13 +46,18 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
           steps_per_epoch: int | None = None, embedding_dim: int = 8, eval_batch_size: int = 256,
           verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = (),
           backup_every: int | str = "epoch", stage_models: Sequence[str] | None = None,
-          codebook_reset_every: int = 50, sampled_negatives: int = 0, negative_draw: str = "items") -> dict:
+          codebook_reset_every: int = 50, sampled_negatives: int = 0, negative_draw: str = "items",
+          restart: bool = False) -> dict:
     """Trains a cascade (Adam, one pass by default — REFERENCES.md §4) and evaluates it.
 
     Writes ``model_dir/config.json``, ``checkpoints/``, TensorBoard logs in ``logs/`` and
     ``metrics.json``. An interrupted run resumes from its last backup (``backup/``, written at
     every epoch end, or every ``backup_every`` steps) when called again with the same
-    ``model_dir`` (Keras ``BackupAndRestore``; default and Mirrored strategies).
+    ``model_dir`` and the same options (Keras ``BackupAndRestore``; default and Mirrored
+    strategies); other options are refused (``run_state.RunMismatchError``) unless
+    ``restart``. The final checkpoint is written under a temporary name and renamed before the
+    backup is deleted, so a kill at any moment loses at most the epoch in progress; steps and
+    seconds in ``metrics.json`` add up over resumes.
 
     Args:
       data_dir: the preprocessing output (``metadata.json``, ``train/``, ``eval/``).
@@ -51,7 +65,10 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
       loss: a ``tfcascade.losses`` name; ``temperature`` and ``loss_options`` its options.
       stages: 2 or 3; must match how the data was preprocessed.
       epochs, batch_size, lr, seed: the usual; ``steps_per_epoch`` caps each epoch.
-      strategy: a ``tf.distribute`` strategy (default: the current one).
+      strategy: a ``tf.distribute`` strategy (default: ``MultiWorkerMirroredStrategy`` when
+        ``TF_CONFIG`` names two or more workers (``training.distribution``), else the current
+        one). Under a multi-worker strategy ``batch_size`` is the global batch, the chief writes
+        ``model_dir`` and the other workers a scratch folder they remove at the end.
       train_files, eval_files: explicit TFRecord files (the TFX Trainer passes them).
       stage_models: stage kinds, earliest first (default DSSM → DIN / DSSM → MLP → DIN);
         e.g. ``("dssm", "tarq", "din")``. Every TARQ stage gets a ``CodebookMonitor``
@@ -61,29 +78,41 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
         every training list (``tfcascade.data.negatives``), as the evaluation lists append
         negatives sampled from other requests; ``negative_draw`` ``items`` (distinct items of
         the batch) or ``slots`` (other requests' slots, as the DFTopK reference code).
+      restart: start over even when ``model_dir`` holds an interrupted run's backup.
 
     Returns:
-      The evaluation metrics plus ``train_step_ms`` and ``train_seconds``.
+      The evaluation metrics plus ``train_step_ms``, ``train_seconds`` and ``steps`` (summed
+      over resumes), ``steps_this_run`` and ``resumed``.
     """
+    validate_options(epochs=epochs, batch_size=batch_size, lr=lr, embedding_dim=embedding_dim,
+                     steps_per_epoch=steps_per_epoch, eval_batch_size=eval_batch_size)
+    # First: a multi-worker strategy must exist before TensorFlow runs any op.
+    strategy = strategy or strategy_from_environment() or tf.distribute.get_strategy()
+    chief = is_chief(strategy)
+    if num_workers(strategy) > 1:
+        log.info("%s", describe(strategy))
+    out_dir = model_dir if chief else os.path.join(model_dir, f".{task_name(strategy)}-scratch")
     meta = load_metadata(data_dir)
     if int(meta.get("stages", stages)) != stages:
         raise ValueError(f"data_dir={data_dir!r} was preprocessed for stages={meta['stages']}, "
                          f"got stages={stages}")
-    if epochs <= 0:
-        raise ValueError(f"epochs must be > 0, got epochs={epochs}")
     _require_splits(list(train_files) if train_files else data_dir, list(eval_files) if eval_files else data_dir)
     config_path = os.path.join(model_dir, CONFIG_FILE)
     if tf.io.gfile.exists(config_path):  # a rerun resumes the backup: only on the same data
         require_same_data(_read_json(config_path).get("data_fingerprint"), meta, data_dir, "resume training")
-    keras.utils.set_random_seed(seed)
-    tf.io.gfile.makedirs(model_dir)
-    strategy = strategy or tf.distribute.get_strategy()
     options = _loss_options(loss, temperature, loss_options)
+    identity = {"loss": loss, "loss_options": options, "stages": stages, "epochs": epochs, "batch_size": batch_size,
+                "lr": lr, "seed": seed, "embedding_dim": embedding_dim, "steps_per_epoch": steps_per_epoch,
+                "stage_models": list(stage_models) if stage_models else None, "sampled_negatives": sampled_negatives,
+                "negative_draw": negative_draw, "data_fingerprint": meta.get("fingerprint")}
+    prior_steps, prior_seconds = prepare_run(model_dir, identity, restart and chief)
+    keras.utils.set_random_seed(seed)
+    tf.io.gfile.makedirs(out_dir)
     with strategy.scope():
         model = build_cascade(meta, stages=stages, loss=loss, embedding_dim=embedding_dim,
                               loss_options=options, seed=seed, stage_models=stage_models)
         model.compile(optimizer=keras.optimizers.Adam(lr))
-    model.save_config(config_path)
+    model.save_config(os.path.join(out_dir, CONFIG_FILE))
     train_ds = make_dataset(list(train_files) if train_files else data_dir, "train", batch_size,
                             shuffle=True, num_epochs=1, seed=seed, sampled_negatives=sampled_negatives,
                             negative_draw=negative_draw)
@@ -92,27 +121,71 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
     timer = StepTimer()
     tarq_stages = [stage for stage in model.stage_models if isinstance(stage, TARQ)]
     monitors = [CodebookMonitor(stage.quantizer, every=codebook_reset_every, seed=seed) for stage in tarq_stages]
-    cbs = [*monitors, keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq=10), timer, *callbacks]
-    if not isinstance(strategy, tf.distribute.OneDeviceStrategy):  # BackupAndRestore refuses it
-        cbs.insert(len(monitors) + 1, keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), save_freq=backup_every,
-                                                       delete_checkpoint=True))
-    start = time.perf_counter()
+    progress = RunProgress(out_dir, identity, prior_steps, prior_seconds, backup_every)
+    backup = [] if isinstance(strategy, tf.distribute.OneDeviceStrategy) else [  # BackupAndRestore refuses it
+        keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP_DIR), save_freq=backup_every,
+                                         delete_checkpoint=False)]  # deleted once the final checkpoint exists
+    cbs = [*monitors, *backup, progress, keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq=10),
+           timer, *callbacks]
     if steps_per_epoch:
         train_ds = train_ds.repeat()
     model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=cbs, verbose=verbose)
-    seconds = time.perf_counter() - start
-    tf.train.Checkpoint(model=model).write(os.path.join(model_dir, CHECKPOINT_PREFIX))
+    seconds = progress.seconds
+    _write_final_checkpoint(model, out_dir)  # every worker: saving reads all-reduced variables
+    if chief and tf.io.gfile.exists(os.path.join(model_dir, BACKUP_DIR)):
+        tf.io.gfile.rmtree(os.path.join(model_dir, BACKUP_DIR))
+    write_run(out_dir, identity, "finished", progress.steps, seconds)
     metrics = evaluate_model(model, list(eval_files) if eval_files else data_dir, eval_batch_size)
     metrics.update(train_step_ms=timer.median_ms, train_seconds=round(seconds, 3), loss=loss,
-                   stages=stages, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, steps=len(timer.times_ms),
+                   stages=stages, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, steps=progress.steps,
+                   steps_this_run=progress.steps_this_run, resumed=prior_steps > 0,
+                   strategy=strategy_name(strategy), num_workers=num_workers(strategy),
                    stage_models=list(model.config()["stage_models"]), sampled_negatives=sampled_negatives,
                    negative_draw=negative_draw)
     if tarq_stages:
         metrics["tarq_utilisation"] = [float(u) for u in tarq_stages[0].quantizer.utilisation()]
-    with tf.io.gfile.GFile(os.path.join(model_dir, METRICS_FILE), "w") as fh:
+    with tf.io.gfile.GFile(os.path.join(out_dir, METRICS_FILE), "w") as fh:
         fh.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if not chief:
+        tf.io.gfile.rmtree(out_dir)
+        backup = os.path.join(model_dir, BACKUP_DIR)
+        if tf.io.gfile.isdir(backup) and not tf.io.gfile.listdir(backup):
+            tf.io.gfile.rmtree(backup)  # the chief keeps the backup; this worker's own folder is empty
     log.info("trained %s (%d stages): %s", loss, stages, metrics)
     return metrics
+
+
+def validate_options(epochs: int = 1, batch_size: int = 1024, lr: float = 1e-2, embedding_dim: int = 8,
+                     steps_per_epoch: int | None = None, eval_batch_size: int = 256) -> None:
+    """Refuses training options that cannot give a meaningful run, before any work is done.
+
+    Raises:
+      ValueError: naming the option and its value (lr must be finite and > 0; epochs,
+        batch_size, embedding_dim, eval_batch_size and steps_per_epoch (when given) > 0).
+    """
+    try:
+        lr_ok = math.isfinite(float(lr)) and float(lr) > 0
+    except (TypeError, ValueError):
+        lr_ok = False
+    if not lr_ok:
+        raise ValueError(f"lr must be a finite number > 0, got lr={lr!r}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("embedding_dim", embedding_dim),
+                        ("eval_batch_size", eval_batch_size), ("steps_per_epoch", steps_per_epoch)):
+        if value is None and name == "steps_per_epoch":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be an integer > 0, got {name}={value!r}")
+
+
+def _write_final_checkpoint(model: CascadeModel, model_dir: str) -> None:
+    """Writes ``checkpoints/final`` under a temporary prefix, then renames it into place
+    (the index last: a checkpoint whose index exists is complete)."""
+    final = os.path.join(model_dir, CHECKPOINT_PREFIX)
+    partial = final + "-partial"
+    tf.train.Checkpoint(model=model).write(partial)
+    files = sorted(tf.io.gfile.glob(partial + ".*"), key=lambda f: f.endswith(".index"))
+    for path in files:
+        tf.io.gfile.rename(path, final + path[len(partial):], overwrite=True)
 
 
 def load_model(model_dir: str) -> CascadeModel:
