@@ -222,10 +222,9 @@ def write_saved_model(model, export_dir: str, vocab_dir: str, k: int = 10, qs: S
         stage, or no warmup request could be built.
     """
     model.validate_cut(qs, k)
-    two_tower = all(hasattr(model.stage_models[0], a) for a in ("user_vector", "item_vectors"))
-    recommend = two_tower if recommend is None else bool(recommend)
-    if recommend and not two_tower:
-        model._two_tower()  # raises, naming the stage
+    recommend = model.has_two_tower_retrieval if recommend is None else bool(recommend)
+    if recommend:
+        model._two_tower()  # raises, naming the stage, when the first stage is not a two-tower model
     source = examples if examples is not None else os.path.dirname(os.path.normpath(vocab_dir))
     vocabularies = _vocabularies(vocab_dir)
     table = None

@@ -27,7 +27,7 @@ from tfcascade.models.dssm import DSSM
 from tfcascade.models.mlp import MLPPreranker
 from tfcascade.models.tarq import TARQ
 from tfcascade.ops.brute_force_topk import CHUNK_SIZE, brute_force_top_k
-from tfcascade.ops.cascade_select import survivor_cascade
+from tfcascade.ops.cascade_select import check_qs, survivor_cascade
 
 STAGE_CLASSES = {"dssm": DSSM, "mlp": MLPPreranker, "din": DIN, "tarq": TARQ}
 DEFAULT_STAGES = {2: ("dssm", "din"), 3: ("dssm", "mlp", "din")}
@@ -189,9 +189,15 @@ class CascadeModel(tfrs.models.Model):
                  for i in range(0, max(size, 1), chunk_size)]
         return tf.concat(parts, 0)
 
+    @property
+    def has_two_tower_retrieval(self) -> bool:
+        """Whether the first stage is a two-tower model (``user_vector`` / ``item_vectors``),
+        which :meth:`recommend` needs."""
+        return all(hasattr(self.stage_models[0], a) for a in ("user_vector", "item_vectors"))
+
     def _two_tower(self):
         retrieval = self.stage_models[0]
-        if not (hasattr(retrieval, "user_vector") and hasattr(retrieval, "item_vectors")):
+        if not self.has_two_tower_retrieval:
             raise ValueError(f"recommending from a corpus needs a two-tower retrieval stage (user_vector / "
                              f"item_vectors); stage {retrieval.name!r} is a {type(retrieval).__name__}")
         return retrieval
@@ -206,8 +212,7 @@ class CascadeModel(tfrs.models.Model):
         k = int(self.k if k is None else k)
         if len(qs) != len(self.stage_models):
             raise ValueError(f"qs needs one value per stage ({len(self.stage_models)}), got qs={list(qs)}")
-        if any(q <= 0 for q in qs) or any(a < b for a, b in zip(qs, qs[1:])):
-            raise ValueError(f"qs must be positive and non-increasing, got qs={list(qs)}")
+        check_qs(qs)
         if not 0 < k <= qs[-1]:
             raise ValueError(f"k must be in 1..{qs[-1]} (the last stage's q), got k={k}")
         return qs, k

@@ -36,8 +36,7 @@ def cascade_select(stage_scores: Sequence, qs: Sequence[int], mask=None):
     """
     if len(stage_scores) != len(qs) or not qs:
         raise ValueError(f"need one q per stage: got {len(stage_scores)} stage scores and qs={list(qs)}")
-    if any(int(q) <= 0 for q in qs) or any(a < b for a, b in zip(qs, qs[1:])):
-        raise ValueError(f"qs must be positive and non-increasing, got qs={list(qs)}")
+    check_qs(qs)
     first = tf.convert_to_tensor(stage_scores[0])
     n = first.shape[-1]
     kept = tf.ones_like(first, tf.bool) if mask is None else tf.cast(mask, tf.bool)
@@ -50,6 +49,15 @@ def cascade_select(stage_scores: Sequence, qs: Sequence[int], mask=None):
         kept = tf.logical_and(kept, _scatter_hits(idx, values > neg_inf, tf.shape(s)))
     valid_top = values > neg_inf
     return kept, tf.where(valid_top, idx, -tf.ones_like(idx)), values
+
+
+def check_qs(qs: Sequence[int]) -> tuple[int, ...]:
+    """``qs`` as ints, checked positive and non-increasing (each stage keeps at most what the
+    previous kept); raises ValueError naming them."""
+    qs = tuple(int(q) for q in qs)
+    if any(q <= 0 for q in qs) or any(a < b for a, b in zip(qs, qs[1:])):
+        raise ValueError(f"qs must be positive and non-increasing, got qs={list(qs)}")
+    return qs
 
 
 def _scatter_hits(idx: tf.Tensor, valid: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
