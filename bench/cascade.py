@@ -43,7 +43,7 @@ PAPER_3STAGE = {"bce": 0.7191, "icc": 0.6386, "rankflow": 0.7308, "fs_ranknet": 
 
 
 def prepare(preset: str, stages: int, work: Path) -> Path:
-    from pipelines.preprocess import run_preprocess
+    from tfcascade.beam.preprocess import run_preprocess
     from tfcascade.data import simulate
 
     raw = work / f"{preset}_recflow"

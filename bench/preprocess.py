@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.common import markdown_table, write_results
-from pipelines.preprocess import run_preprocess
+from tfcascade.beam.preprocess import run_preprocess
 from tfcascade.data.simulator import simulate
 
 

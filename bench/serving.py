@@ -6,7 +6,7 @@
 
 One run, one trained model (the simulator's ``tiny`` preset, preprocessed for two stages and
 trained for one epoch with the BCE loss unless ``--data``/``--model-dir`` are given; latency does
-not depend on quality), exported with ``serving.export.write_saved_model``, loaded back with
+not depend on quality), exported with ``tfcascade.serving.export.write_saved_model``, loaded back with
 ``tf.saved_model.load`` and timed through the loaded signatures after a few warm-up calls:
 
 1. ``serving_default`` on N ∈ {200, 1,000, 10,000} candidates, batch 1 and 32: (a) the export
@@ -57,7 +57,11 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
 from bench.common import RESULTS_DIR, markdown_table, time_call, write_results  # noqa: E402
-from serving.export import (  # noqa: E402
+from tfcascade import features as F  # noqa: E402
+from tfcascade._keras import keras  # noqa: E402
+from tfcascade.ops.brute_force_topk import BLOCK_SIZE, CHUNK_SIZE, brute_force_top_k  # noqa: E402
+from tfcascade.ops.cascade_select import cascade_select  # noqa: E402
+from tfcascade.serving.export import (  # noqa: E402
     SIGNATURE_STAGE_NAMES,
     UNKNOWN_RAW_ID,
     CascadeServingModule,
@@ -65,11 +69,7 @@ from serving.export import (  # noqa: E402
     raw_from_indices,
     write_saved_model,
 )
-from serving.item_table import ItemTable, items_from_examples  # noqa: E402
-from tfcascade import features as F  # noqa: E402
-from tfcascade._keras import keras  # noqa: E402
-from tfcascade.ops.brute_force_topk import BLOCK_SIZE, CHUNK_SIZE, brute_force_top_k  # noqa: E402
-from tfcascade.ops.cascade_select import cascade_select  # noqa: E402
+from tfcascade.serving.item_table import ItemTable, items_from_examples  # noqa: E402
 
 FULL = {"ns": [200, 1000, 10000], "corpora": [20_000, 200_000, 1_000_000], "batches": [1, 32],
         "repeats": {1: 150, 32: 40}, "max_seconds": 15.0, "warmup": 3}
@@ -109,7 +109,7 @@ def _blocking(fn, inputs: dict):
 
 def prepare(work: Path, quick: bool) -> tuple[str, str]:
     """Simulates, preprocesses and trains the ``tiny`` preset; returns (data_dir, model_dir)."""
-    from pipelines.preprocess import run_preprocess
+    from tfcascade.beam.preprocess import run_preprocess
     from tfcascade.data import simulate
     from tfcascade.training import train
 
@@ -421,7 +421,7 @@ def markdown(results: dict, cfg: dict, plot_name: str) -> str:
         "",
         f"`python -m bench.serving{' --quick' if cfg is QUICK else ''}`. One {model['stages']}-stage model "
         f"(DSSM → DIN, q = {model['qs']}, k = {model['k']}; data: {model['data']}, {model['train_items']:,} training "
-        "items), exported with `serving.export.write_saved_model`, loaded with `tf.saved_model.load`, timed "
+        "items), exported with `tfcascade.serving.export.write_saved_model`, loaded with `tf.saved_model.load`, timed "
         "through the loaded signatures in process (no RPC). p50 / p99 over the timed calls (p99 of a few "
         "dozen calls is close to their maximum); throughput = B / mean latency, one call at a time. Timings "
         "are medians on the machine recorded here; 2 CPU cores, so absolute numbers are those of a small box.",

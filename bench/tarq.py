@@ -36,7 +36,9 @@ from bench.common import (  # noqa: E402
 )
 from tfcascade._keras import keras  # noqa: E402
 from tfcascade.features import HISTORY_LENGTH, HISTORY_TO_ITEM, ITEM_FEATURES, USER_FEATURES  # noqa: E402
-from tfcascade.models.tarq import TARQ, CodebookMonitor, codebook_utilisation  # noqa: E402
+from tfcascade.layers.residual_quantizer import codebook_utilisation
+from tfcascade.models.tarq import TARQ
+from tfcascade.training.callbacks import CodebookMonitor  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # Hand-made requests with a target-attention ground truth

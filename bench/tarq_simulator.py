@@ -29,7 +29,8 @@ from bench.cascade import eval_arrays, prepare, tiled_batch
 from bench.common import RESULTS_DIR, markdown_table, plot_quality_vs_cost, serving_ms, write_results
 from tfcascade.features import ITEM_FEATURES
 from tfcascade.metrics.functions import gauc
-from tfcascade.models.tarq import TARQ, codebook_utilisation
+from tfcascade.layers.residual_quantizer import codebook_utilisation
+from tfcascade.models.tarq import TARQ
 from tfcascade.training.compare import finished_run, summarise
 from tfcascade.training.trainer import load_model, train
 

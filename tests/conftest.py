@@ -31,7 +31,7 @@ def real_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """The `tiny` preset simulated and preprocessed with Beam (two stages), once per session."""
-    from pipelines.preprocess import run_preprocess
+    from tfcascade.beam.preprocess import run_preprocess
     from tfcascade.data import simulate
 
     root = tmp_path_factory.mktemp("tiny")

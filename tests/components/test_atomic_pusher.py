@@ -8,11 +8,11 @@ import os
 import pytest
 
 pytest.importorskip("tfx")
-pytest.importorskip("serving.export")
+pytest.importorskip("tfcascade.serving.export")
 
 from tfx.types import standard_artifacts  # noqa: E402
 
-from components import atomic_pusher as ap  # noqa: E402
+from tfcascade.components import atomic_pusher as ap  # noqa: E402
 
 
 def _tree(folder):

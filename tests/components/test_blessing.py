@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import blessing as bl
+from tfcascade.components import blessing as bl
 
 mlmd_pb2 = pytest.importorskip("ml_metadata.proto.metadata_store_pb2")
 metadata_store = pytest.importorskip("ml_metadata.metadata_store.metadata_store")

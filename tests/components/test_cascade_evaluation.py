@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("tfcascade.metrics")
 
-from components.cascade_evaluation import plot_slices, sliced_metrics  # noqa: E402
+from tfcascade.components.cascade_evaluation import plot_slices, sliced_metrics  # noqa: E402
 
 
 def _brute_joint_recall(labels, stage_scores, mask, k, qs):

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("tfx")
 
-from components.recflow_example_gen import RecFlowExampleGen, folder_fingerprint  # noqa: E402
+from tfcascade.components.recflow_example_gen import RecFlowExampleGen, folder_fingerprint  # noqa: E402
 
 
 def test_fingerprint_changes_with_content_names_and_nothing_else(tmp_path):

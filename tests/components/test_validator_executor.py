@@ -11,9 +11,9 @@ pytest.importorskip("tfx")
 
 from tfx.types import standard_artifacts  # noqa: E402
 
-from components import blessing as bl  # noqa: E402
-from components import cascade_evaluation  # noqa: E402
-from components import joint_recall_validator as jrv  # noqa: E402
+from tfcascade.components import blessing as bl  # noqa: E402
+from tfcascade.components import cascade_evaluation  # noqa: E402
+from tfcascade.components import joint_recall_validator as jrv  # noqa: E402
 
 
 def _artifact(cls, uri, artifact_id):

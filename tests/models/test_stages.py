@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfcascade import features as F
-from tfcascade.models.din import DIN, TargetAttention
+from tfcascade.layers.feature_embeddings import FeatureEmbeddings
+from tfcascade.layers.target_attention import TargetAttention
+from tfcascade.models.din import DIN
 from tfcascade.models.dssm import DSSM
-from tfcascade.models.embedding import FeatureEmbeddings
 from tfcascade.models.mlp import MLPPreranker
 
 VOCAB = {f: 13 for f in F.USER_FEATURES + F.ITEM_FEATURES}

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from tfcascade._keras import keras
 from tfcascade.features import HISTORY_LENGTH, ITEM_FEATURES, USER_FEATURES
-from tfcascade.models.tarq import (
-    TARQ,
-    CodebookMonitor,
+from tfcascade.layers.residual_quantizer import (
     ResidualQuantizer,
     codebook_utilisation,
     residual_encode,
 )
+from tfcascade.models.tarq import TARQ
+from tfcascade.training.callbacks import CodebookMonitor
 
 VOCAB = {"user_id": 20, "device_id": 5, "age": 6, "gender": 3, "province": 7, "video_id": 40,
          "author_id": 15, "category_level_one": 6, "category_level_two": 9, "upload_type": 4}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tfcascade._keras import keras
 from tfcascade.data.interactions import Interactions, load_interactions
-from tfcascade.models.topkgat import (
+from tfcascade.topkgat import (
     FullRankingEvaluator,
     NegativeSampler,
     TopKGAT,

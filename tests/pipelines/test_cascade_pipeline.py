@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("tfx")
 
-from pipelines import cascade_pipeline as cp  # noqa: E402
+from tfcascade.pipelines import cascade_pipeline as cp  # noqa: E402
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_bad_arguments_name_themselves(raw_dir, tmp_path, kwargs, match):
 
 def test_kubeflow_spec_compiles(tmp_path):
     pytest.importorskip("kfp.pipeline_spec", reason="compiling needs kfp-pipeline-spec (tfx[kfp])")
-    from pipelines.kubeflow_runner import compile_pipeline
+    from tfcascade.pipelines.kubeflow_runner import compile_pipeline
 
     output = tmp_path / "spec" / "pipeline.json"
     spec = compile_pipeline(str(output), image="example.com/tfcascade:1", min_joint_recall=0.4)
@@ -79,14 +79,14 @@ def test_kubeflow_spec_compiles(tmp_path):
     executors = pipeline_spec["deploymentSpec"]["executors"]
     validator_exec = executors[tasks[cp.VALIDATOR]["componentRef"]["name"] + "_executor"]
     assert validator_exec["container"]["image"] == "example.com/tfcascade:1"
-    assert "components.joint_recall_validator.JointRecallValidatorExecutor" in (
+    assert "tfcascade.components.joint_recall_validator.JointRecallValidatorExecutor" in (
         validator_exec["container"]["args"])
     params = tasks[cp.VALIDATOR]["inputs"]["parameters"]
     assert params["min_joint_recall"]["runtimeValue"]["constantValue"]["doubleValue"] == 0.4
 
 
 def test_trainer_module_finds_the_examples_root_and_checks_its_config():
-    from pipelines import trainer_module as tm
+    from tfcascade.pipelines import trainer_module as tm
 
     assert tm._split_root(["/a/Examples/7/Split-train/*"], "train") == "/a/Examples/7"
     with pytest.raises(ValueError, match="Split-train"):
@@ -100,7 +100,7 @@ def test_trainer_module_finds_the_examples_root_and_checks_its_config():
 
 
 def test_code_fingerprint_ignores_the_cli_but_not_training_code(tmp_path, monkeypatch):
-    for rel in ("tfcascade/cli/x.py", "tfcascade/training.py", "pipelines/trainer_module.py"):
+    for rel in ("tfcascade/cli/x.py", "tfcascade/training.py", "tfcascade/components/trainer_module.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("a = 1\n")
     monkeypatch.setattr(cp, "_REPO_ROOT", tmp_path)
@@ -112,7 +112,7 @@ def test_code_fingerprint_ignores_the_cli_but_not_training_code(tmp_path, monkey
 
 
 def _summary(**kwargs):
-    from pipelines.local_runner import RunSummary
+    from tfcascade.pipelines.local_runner import RunSummary
 
     base = dict(pipeline_root="/r", run_id="run-1", node_states={cp.TRAINER: "CACHED"},
                 joint_recall=0.61, min_joint_recall=0.5, baseline_joint_recall=None,
@@ -173,10 +173,10 @@ def _tree(folder):
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """Three runs in one pipeline root: fresh, unchanged (cache), unreachable threshold."""
-    for module in ("pipelines.preprocess", "tfcascade.training", "serving.export"):
+    for module in ("tfcascade.beam.preprocess", "tfcascade.training", "tfcascade.serving.export"):
         pytest.importorskip(module)
-    from pipelines.local_runner import run_pipeline
     from tfcascade.data import simulate
+    from tfcascade.pipelines.local_runner import run_pipeline
 
     root = tmp_path_factory.mktemp("pipeline")
     raw = root / "raw"
@@ -240,8 +240,8 @@ def test_pushed_model_serves_the_in_memory_models_top_k(tiny_runs):
     import numpy as np
     import tensorflow as tf
 
-    from pipelines.trainer_module import cascade_model_dir
     from tfcascade import training
+    from tfcascade.components.trainer_module import cascade_model_dir
 
     first = tiny_runs["first"]
     from tensorflow_serving.apis import prediction_log_pb2
@@ -302,8 +302,8 @@ def _top_k_both_ways(model, serving_fn, metrics):
     batch, k, qs = int(features["mask"].shape[0]), metrics["k"], metrics["qs"]
     expected = _first_top_k(model.select(features, qs), batch, k)
 
-    from serving.export import raw_from_indices
     from tfcascade.data import load_vocabularies
+    from tfcascade.serving.export import raw_from_indices
 
     # Raw ids start at 0 in the RecFlow format: index 0 (padding / unknown) maps to the padding
     # and unknown raw ids, not to raw id 0.

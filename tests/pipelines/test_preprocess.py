@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.preprocess import run_preprocess
+from tfcascade.beam.preprocess import run_preprocess
 from tfcascade.data import load_metadata, load_vocabularies, make_dataset, read_requests, simulate
 from tfcascade.data.examples import index_record
 from tfcascade.data.fingerprint import vocabulary_fingerprint

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import c_api_runner as car
-from serving.export import raw_from_indices, write_saved_model
 from tfcascade.data import load_vocabularies, make_dataset
+from tfcascade.serving import c_api_runner as car
+from tfcascade.serving.export import raw_from_indices, write_saved_model
 from tfcascade.training import load_model
 
 pytestmark = pytest.mark.skipif(

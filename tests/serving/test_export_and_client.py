@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving.client import CascadeClient, ServingError
-from serving.export import publish_version, raw_from_indices, write_saved_model
-from serving.testing import PredictionServiceDouble, RestDouble
 from tfcascade import features as F
 from tfcascade.data import load_vocabularies, make_dataset
+from tfcascade.serving.client import CascadeClient, ServingError
+from tfcascade.serving.export import publish_version, raw_from_indices, write_saved_model
+from tfcascade.serving.testing import PredictionServiceDouble, RestDouble
 from tfcascade.training import load_model
 
 
@@ -99,7 +99,7 @@ def _recommend_inputs(raw, exclude=None):
 
 
 def test_recommend_serves_the_cascade_over_the_training_items(exported, tiny_data):
-    from serving.item_table import items_from_examples
+    from tfcascade.serving.item_table import items_from_examples
 
     model, path, batch, raw = exported
     vocab = load_vocabularies(str(tiny_data))
@@ -316,7 +316,7 @@ def test_shipped_example_requests_are_served(exported, name):
     from pathlib import Path
 
     _, path, _, _ = exported
-    body = (Path(__file__).resolve().parents[2] / "serving" / name).read_bytes()
+    body = (Path(__file__).resolve().parents[2] / "deploy" / name).read_bytes()
     with RestDouble(path) as double:
         url = f"http://127.0.0.1:{double.port}/v1/models/cascade:predict"
         with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as response:

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from serving import rest_json
-from serving.c_api_runner import read_signature_defs
-from serving.client import CascadeClient, ServingError
-from serving.testing import PredictionServiceDouble, RestDouble
 from tfcascade import features as F
+from tfcascade.serving import rest_json
+from tfcascade.serving.c_api_runner import read_signature_defs
+from tfcascade.serving.client import CascadeClient, ServingError
+from tfcascade.serving.testing import PredictionServiceDouble, RestDouble
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "tf_serving_json_vectors.json").read_text())
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}

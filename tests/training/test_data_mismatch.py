@@ -16,7 +16,7 @@ from tfcascade.training import evaluate, train
 @pytest.fixture(scope="module")
 def other_data(tmp_path_factory):
     """Another simulation (seed 6) preprocessed: same schema, other vocabularies."""
-    from pipelines.preprocess import run_preprocess
+    from tfcascade.beam.preprocess import run_preprocess
     from tfcascade.data import simulate
 
     root = tmp_path_factory.mktemp("other")
@@ -56,8 +56,8 @@ def test_a_rerun_into_a_model_dir_of_other_data_is_refused(tiny_model_dir, other
 
 
 def test_the_tfx_validator_refuses_another_preprocessing(tiny_model_dir, other_data, tmp_path):
-    from components.cascade_evaluation import evaluate_cascade
-    from pipelines.trainer_module import cascade_model_dir
+    from tfcascade.components.cascade_evaluation import evaluate_cascade
+    from tfcascade.components.trainer_module import cascade_model_dir
 
     model_uri = tmp_path / "model"
     shutil.copytree(tiny_model_dir, cascade_model_dir(str(model_uri)))

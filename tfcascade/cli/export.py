@@ -29,7 +29,7 @@ def run(args) -> int:
 
     require_folder(args.data, "--data", "metadata.json", "tfcascade preprocess")
     require_folder(args.model_dir, "--model-dir", "config.json", "tfcascade train")
-    from serving.export import publish_version, write_saved_model
+    from tfcascade.serving.export import publish_version, write_saved_model
     from tfcascade.training import load_model, require_data
 
     model = load_model(args.model_dir)

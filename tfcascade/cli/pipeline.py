@@ -87,25 +87,9 @@ def simulated_data(pipeline_root: str, preset: str, seed: int) -> str:
     return out
 
 
-def _importable_project() -> None:
-    """Puts the checkout on ``sys.path`` when ``pipelines`` / ``components`` are not installed.
-
-    They sit beside ``tfcascade`` in the repository; an editable install made before they
-    existed maps only ``tfcascade``.
-    """
-    import importlib.util
-    from pathlib import Path
-
-    if importlib.util.find_spec("pipelines") is None:
-        root = Path(__file__).resolve().parents[2]
-        if (root / "pipelines").is_dir():
-            sys.path.insert(0, str(root))
-
-
 def _run(args: argparse.Namespace) -> int:
-    _importable_project()
-    from pipelines import cascade_pipeline as cp
-    from pipelines.local_runner import run_pipeline
+    from tfcascade.pipelines import cascade_pipeline as cp
+    from tfcascade.pipelines.local_runner import run_pipeline
 
     data_dir = args.data or simulated_data(args.pipeline_root, args.preset, args.seed)
     kwargs: dict[str, Any] = {
@@ -150,12 +134,12 @@ def format_summary(summary, serving_dir: str, model_name: str) -> str:
     lines += [
         f"pushed:           {summary.pushed_destination} (version {summary.pushed_version})",
         "",
-        "serve it (TF Serving in docker, serving/docker-compose.yml):",
+        "serve it (TF Serving in docker, deploy/docker-compose.yml):",
         f"  MODEL_BASE={serving_dir} MODEL_NAME={model_name} "
-        "docker compose -f serving/docker-compose.yml up -d",
+        "docker compose -f deploy/docker-compose.yml up -d",
         "query it (REST; the request holds one user's raw ids and candidate list):",
         f"  curl -s -X POST http://localhost:8501/v1/models/{model_name}:predict "
-        "-d @serving/example_request.json",
+        "-d @deploy/example_request.json",
         "or load it in Python:",
         f"  python -c \"import tensorflow as tf; m = tf.saved_model.load('{summary.pushed_destination}'); "
         "print(list(m.signatures))\"",
@@ -164,8 +148,7 @@ def format_summary(summary, serving_dir: str, model_name: str) -> str:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    _importable_project()
-    from pipelines import kubeflow_runner as kr
+    from tfcascade.pipelines import kubeflow_runner as kr
 
     kwargs: dict[str, Any] = {"loss": args.loss, "stages": args.stages, "epochs": args.epochs}
     if args.min_joint_recall is not None:

@@ -24,7 +24,7 @@ def add_parser(subparsers):
 def run(args) -> int:
     import logging
 
-    from pipelines.preprocess import run_preprocess
+    from tfcascade.beam.preprocess import run_preprocess
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stats = run_preprocess(args.input, args.output, stages=args.stages, eval_days=args.eval_days,

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     from tfcascade.data.interactions import load_interactions
-    from tfcascade.models.topkgat import TopKGAT, TrainConfig, train_topkgat
+    from tfcascade.topkgat import TopKGAT, TrainConfig, train_topkgat
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     start = time.perf_counter()

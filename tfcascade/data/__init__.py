@@ -1,6 +1,6 @@
 """Cascade logs: RecFlow schema and reader, the RecFlow-shaped simulator, tf.data inputs.
 
-The Beam preprocessing lives in ``pipelines.preprocess`` (``run_preprocess``); this package
+The Beam preprocessing lives in ``tfcascade.beam.preprocess`` (``run_preprocess``); this package
 never imports Beam.
 """
 

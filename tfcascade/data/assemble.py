@@ -1,7 +1,7 @@
 """One request from its three RecFlow sources: all_stage rows, request_id_dict entry, history.
 
 Shared by the in-memory reader (``recflow.read_requests``) and the Beam pipeline
-(``pipelines.preprocess``), so both keep and dead-letter exactly the same rows. Every row that
+(``tfcascade.beam.preprocess``), so both keep and dead-letter exactly the same rows. Every row that
 comes in leaves as used or as a dead letter with its reason; an item that only
 ``request_id_dict`` lists is one more input row, dead-lettered:
 

@@ -15,33 +15,9 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.models.embedding import broadcast_to_items, mlp
+from tfcascade.layers.feature_embeddings import broadcast_to_items, mlp
+from tfcascade.layers.target_attention import TargetAttention
 from tfcascade.models.stage import StageModel
-
-
-@keras.utils.register_keras_serializable(package="tfcascade")
-class TargetAttention(keras.layers.Layer):
-    """DIN's activation unit; ``call(targets [B, n, d], history [B, H, d], mask [B, H]) -> [B, n, d]``."""
-
-    def __init__(self, hidden: int = 16, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden = int(hidden)
-        self.q_proj = keras.layers.Dense(self.hidden, name="q")
-        self.h_proj = keras.layers.Dense(self.hidden, use_bias=False, name="h")
-        self.qh_proj = keras.layers.Dense(self.hidden, use_bias=False, name="qh")
-        self.out = keras.layers.Dense(1, name="w")
-
-    def weights_of(self, targets, history, mask):
-        """``[B, n, H]`` attention weights (0 on history padding)."""
-        qh = targets[:, :, None, :] * history[:, None, :, :]
-        act = tf.nn.relu(self.q_proj(targets)[:, :, None, :] + self.h_proj(history)[:, None, :, :] + self.qh_proj(qh))
-        return tf.squeeze(self.out(act), -1) * mask[:, None, :]
-
-    def call(self, targets, history, mask):
-        return tf.einsum("bnh,bhd->bnd", self.weights_of(targets, history, mask), history)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "hidden": self.hidden}
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")

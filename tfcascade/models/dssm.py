@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.models.embedding import mlp
+from tfcascade.layers.feature_embeddings import mlp
 from tfcascade.models.stage import StageModel
 
 

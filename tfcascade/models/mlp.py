@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.models.embedding import broadcast_to_items, mlp
+from tfcascade.layers.feature_embeddings import broadcast_to_items, mlp
 from tfcascade.models.stage import StageModel
 
 

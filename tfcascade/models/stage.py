@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tfcascade._keras import keras
-from tfcascade.models.embedding import FeatureEmbeddings
+from tfcascade.layers.feature_embeddings import FeatureEmbeddings
 
 
 class StageModel(keras.Model):

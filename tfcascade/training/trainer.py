@@ -14,8 +14,8 @@ from tfcascade._keras import keras
 from tfcascade.data.fingerprint import require_same_data
 from tfcascade.data.tfdata import EmptySplitError, dataset_has_examples, load_metadata, make_dataset
 from tfcascade.models.cascade import CascadeModel, build_cascade
-from tfcascade.models.tarq import TARQ, CodebookMonitor
-from tfcascade.training.callbacks import StepTimer
+from tfcascade.models.tarq import TARQ
+from tfcascade.training.callbacks import CodebookMonitor, StepTimer
 from tfcascade.training.distribution import (
     describe,
     is_chief,

@@ -7,7 +7,7 @@ was pushed, and the state of every node (``COMPLETE`` / ``CACHED`` / ...).
 
 Usage::
 
-    python -m pipelines.local_runner --data DATA --pipeline-root ROOT --serving-dir SERVING
+    python -m tfcascade.pipelines.local_runner --data DATA --pipeline-root ROOT --serving-dir SERVING
 
 or ``tfcascade pipeline run`` (``tfcascade/cli/pipeline.py``), which also simulates the data.
 """
@@ -77,14 +77,14 @@ def run_pipeline(
       data_dir: raw logs (RecFlow layout).
       pipeline_root: artifacts and ``metadata.sqlite`` go here.
       serving_dir: TF Serving model base for the Pusher.
-      **pipeline_kwargs: any other argument of ``pipelines.cascade_pipeline.create_pipeline``.
+      **pipeline_kwargs: any other argument of ``tfcascade.pipelines.cascade_pipeline.create_pipeline``.
 
     Returns:
       The :class:`RunSummary` of this run.
     """
     from tfx import v1 as tfx
 
-    from pipelines.cascade_pipeline import DEFAULT_PIPELINE_NAME, create_pipeline
+    from tfcascade.pipelines.cascade_pipeline import DEFAULT_PIPELINE_NAME, create_pipeline
 
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
@@ -152,9 +152,9 @@ def _latest_output(store, pipeline_name: str, node: str, type_name: str):
 
 def summarize_run(pipeline_root: str, pipeline_name: str) -> RunSummary:
     """Reads the latest run's outcome from ``<pipeline_root>/metadata.sqlite``."""
-    from components import blessing as bl
-    from components.joint_recall_validator import METRICS_FILE
-    from pipelines.cascade_pipeline import PUSHER, VALIDATOR
+    from tfcascade.components import blessing as bl
+    from tfcascade.components.joint_recall_validator import METRICS_FILE
+    from tfcascade.pipelines.cascade_pipeline import PUSHER, VALIDATOR
 
     store = metadata_store(pipeline_root)
     run_id, states = node_states(store, pipeline_name)

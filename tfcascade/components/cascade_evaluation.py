@@ -160,8 +160,8 @@ def evaluate_cascade(
     """
     import tensorflow as tf
 
-    from pipelines.trainer_module import cascade_model_dir
     from tfcascade import data, training
+    from tfcascade.components.trainer_module import cascade_model_dir
 
     files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:

@@ -11,7 +11,7 @@ Needs the ``kfp-pipeline-spec`` package (TFX's ``kfp`` extra).
 
 Usage::
 
-    python -m pipelines.kubeflow_runner --output pipeline.json \\
+    python -m tfcascade.pipelines.kubeflow_runner --output pipeline.json \\
         --data gs://BUCKET/recflow --pipeline-root gs://BUCKET/root \\
         --serving-dir gs://BUCKET/serving --image IMAGE
 
@@ -48,7 +48,7 @@ def compile_pipeline(
       output: the JSON file to write (its folder is created).
       data_dir, pipeline_root, serving_dir: as in ``create_pipeline``; cluster-visible paths.
       image: the container image every step runs.
-      **pipeline_kwargs: any other argument of ``pipelines.cascade_pipeline.create_pipeline``.
+      **pipeline_kwargs: any other argument of ``tfcascade.pipelines.cascade_pipeline.create_pipeline``.
 
     Returns:
       The ``PipelineJob`` as a dict.
@@ -64,7 +64,7 @@ def compile_pipeline(
             f"pip install 'tfx[kfp]==1.21.0'); import failed: {err}"
         ) from err
 
-    from pipelines.cascade_pipeline import create_pipeline
+    from tfcascade.pipelines.cascade_pipeline import create_pipeline
 
     if not output:
         raise ValueError(f"output must be a file path, got output={output!r}")

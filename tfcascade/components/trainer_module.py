@@ -1,12 +1,12 @@
 """The TFX Trainer's ``run_fn``: trains a ``CascadeModel`` and writes the serving SavedModel.
 
-Wired into the Trainer as ``run_fn="pipelines.trainer_module.run_fn"`` (an importable module,
+Wired into the Trainer as ``run_fn="tfcascade.components.trainer_module.run_fn"`` (an importable module,
 so no user-code wheel is built per run). Everything about the model comes from the Trainer's
 ``custom_config`` (see :data:`DEFAULTS`); ``train_args.num_steps`` caps the steps per epoch.
 
 Model artifact layout::
 
-    <model uri>/Format-Serving/   serving SavedModel (serving.export.write_saved_model): the
+    <model uri>/Format-Serving/   serving SavedModel (tfcascade.serving.export.write_saved_model): the
                                   whole cascade on raw ids as ``serving_default``,
                                   ``recommend`` over the training examples' items, one
                                   signature per stage, warm-up requests for every signature
@@ -94,10 +94,10 @@ def run_fn(fn_args) -> None:
       fn_args: ``tfx.components.FnArgs``; uses ``train_files``, ``eval_files``,
         ``serving_model_dir``, ``model_run_dir``, ``train_steps`` and ``custom_config``.
     """
-    from serving.export import default_warmup_requests, write_saved_model
-    from serving.item_table import items_from_examples
     from tfcascade import training
     from tfcascade.data import load_vocabularies
+    from tfcascade.serving.export import default_warmup_requests, write_saved_model
+    from tfcascade.serving.item_table import items_from_examples
 
     config = resolve_config(fn_args.custom_config)
     data_dir = _split_root(fn_args.train_files, "train")

@@ -1,7 +1,7 @@
 """Run SavedModel signatures through TensorFlow's C API (the C++ loader TF Serving uses).
 
 TF Serving's binary is not always installable, but the ``tensorflow`` wheel ships
-``libtensorflow_cc.so.2`` with the C API and its headers. ``serving/c_api/run_saved_model.c``
+``libtensorflow_cc.so.2`` with the C API and its headers. ``tfcascade/serving/c_api/run_saved_model.c``
 loads a SavedModel with ``TF_LoadSessionFromSavedModel`` (the C++ ``LoadSavedModel``: variables
 restored, table / asset init ops run, as in TF Serving) and runs graph tensors with
 ``TF_SessionRun``. This module compiles that program, reads a signature's tensor names from

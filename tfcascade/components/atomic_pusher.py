@@ -4,7 +4,7 @@ TFX's stock Pusher copies the SavedModel file by file into ``<base>/<unix time>/
 server polling that folder can see a half-copied version. ``AtomicPusher`` keeps the Pusher's
 interface and blessing check (``blessed == 1`` on the ``ModelBlessing``; unblessed models are
 recorded as ``pushed = 0`` and nothing is written) but publishes with
-:func:`serving.export.publish_version`: the model is copied into a temporary folder beside the
+:func:`tfcascade.serving.export.publish_version`: the model is copied into a temporary folder beside the
 versions and renamed to the next numeric version, ``<serving_dir>/<model_name>/<version>/``,
 in one ``rename``.
 
@@ -69,7 +69,7 @@ def _write_ledger(model_root: str, ledger: dict[str, str]) -> None:
 
 
 class AtomicPusherExecutor(pusher_executor.Executor):
-    """Pusher executor: blessing check, then :func:`serving.export.publish_version`."""
+    """Pusher executor: blessing check, then :func:`tfcascade.serving.export.publish_version`."""
 
     def Do(  # noqa: N802  (TFX's executor interface)
         self,
@@ -77,7 +77,7 @@ class AtomicPusherExecutor(pusher_executor.Executor):
         output_dict: dict[str, list[types.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
-        from serving.export import publish_version
+        from tfcascade.serving.export import publish_version
 
         self._log_startup(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(

@@ -7,7 +7,7 @@ client end to end; they are not a model server (one version, no batching or mode
 
 They follow TF Serving (tensorflow/serving 9d981c5c) where a client can tell:
 
-- REST bodies, formats, error JSON and HTTP statuses come from :mod:`serving.rest_json`
+- REST bodies, formats, error JSON and HTTP statuses come from :mod:`tfcascade.serving.rest_json`
   (``util/json_tensor.cc``, ``model_servers/http_rest_api_handler.cc``, ``http_server.cc``):
   unknown model 404 ``Servable not found for request: Latest(<name>)``, unknown signature 400,
   bad JSON/types/shapes of the JSON 400 with TF Serving's messages.
@@ -34,8 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import tensorflow as tf
 
-from serving import rest_json
-from serving.c_api_runner import read_signature_defs
+from tfcascade.serving import rest_json
+from tfcascade.serving.c_api_runner import read_signature_defs
 
 _PREDICTION_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:"
                               r"(classify|regress|predict)", re.IGNORECASE)

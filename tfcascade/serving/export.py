@@ -12,7 +12,7 @@ graph from the vocab files shipped as assets; unknown ids map to index 0):
   ``top_k_video_ids`` (raw ids) and ``top_k_scores`` (last-stage scores), ``[B, K]``, padded
   with −1 / −inf when fewer than K candidates survive.
 - ``recommend``: from a user to a ranked top-K over the whole item corpus exported with the
-  model (``serving.item_table``). Inputs: the user features and history only, and optionally
+  model (``tfcascade.serving.item_table``). Inputs: the user features and history only, and optionally
   ``exclude_video_id`` ``[B, E]`` (raw ids never to return, e.g. already shown; its
   SignatureDef default is empty). The retrieval tower's item vectors of every corpus item are
   computed at export and stored in the model; retrieval is an exact brute-force inner-product
@@ -41,9 +41,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from serving.item_table import ItemTable, items_from_csv, items_from_examples
 from tfcascade import features as F
 from tfcascade.ops.brute_force_topk import CHUNK_SIZE
+from tfcascade.serving.item_table import ItemTable, items_from_csv, items_from_examples
 
 ID_INPUTS = F.USER_FEATURES + F.HISTORY_FEATURES + F.ITEM_FEATURES
 RECOMMEND_INPUTS = F.USER_FEATURES + F.HISTORY_FEATURES + ("exclude_video_id",)

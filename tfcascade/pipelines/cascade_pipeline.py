@@ -5,7 +5,7 @@
     RecFlowExampleGen ──► StatisticsGen ──► SchemaGen ──► ExampleValidator
       (Beam preprocessing      │                 │
        of the raw logs)        │                 ▼
-           │                   └──────────► Trainer (pipelines.trainer_module.run_fn)
+           │                   └──────────► Trainer (tfcascade.components.trainer_module.run_fn)
            │                                     │ Model: Format-Serving/ + Format-Cascade/
            ▼                                     ▼
            └──────────────────────────► JointRecallValidator ◄── latest_blessed_model_resolver
@@ -14,8 +14,8 @@
                                            ▼
                                       AtomicPusher ──► <serving_dir>/<model_name>/<version>/
 
-``create_pipeline`` only builds the ``tfx.dsl.Pipeline``; ``pipelines/local_runner.py`` runs
-it with ``LocalDagRunner`` and ``pipelines/kubeflow_runner.py`` compiles it for Kubeflow
+``create_pipeline`` only builds the ``tfx.dsl.Pipeline``; ``tfcascade/pipelines/local_runner.py`` runs
+it with ``LocalDagRunner`` and ``tfcascade/pipelines/kubeflow_runner.py`` compiles it for Kubeflow
 Pipelines / Vertex AI.
 """
 
@@ -29,9 +29,9 @@ from typing import Any
 
 from tfx import v1 as tfx
 
-from components.atomic_pusher import AtomicPusher, push_destination
-from components.joint_recall_validator import DEFAULT_SLICE_FEATURES, JointRecallValidator
-from components.recflow_example_gen import RecFlowExampleGen
+from tfcascade.components.atomic_pusher import AtomicPusher, push_destination
+from tfcascade.components.joint_recall_validator import DEFAULT_SLICE_FEATURES, JointRecallValidator
+from tfcascade.components.recflow_example_gen import RecFlowExampleGen
 
 DEFAULT_PIPELINE_NAME = "tfcascade"
 DEFAULT_MODEL_NAME = "cascade"
@@ -56,12 +56,13 @@ COMPONENT_IDS = (
     PUSHER,
 )
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # holds the tfcascade package
 
 
-# What the Trainer's output depends on (the CLI and benchmarks do not change a trained model).
-TRAINING_CODE = ("tfcascade", "pipelines/trainer_module.py", "serving")
-_NOT_TRAINING_CODE = ("tfcascade/cli",)
+# What the Trainer's output depends on (the CLI and the pipeline's own wiring do not change a
+# trained model; the pipeline's parameters reach the Trainer through its custom_config).
+TRAINING_CODE = ("tfcascade",)
+_NOT_TRAINING_CODE = ("tfcascade/cli", "tfcascade/pipelines")
 
 
 def code_fingerprint(roots: Sequence[str] = TRAINING_CODE) -> str:
@@ -132,7 +133,7 @@ def create_pipeline(
       train_steps: cap on the steps per epoch (None: the whole split).
       sampled_negatives: in-batch sampled negatives appended to every training list.
       k, qs: ground-truth size and items kept per stage (default ``DEFAULT_QS[stages]``).
-      min_joint_recall, tolerance: the blessing rule (``components.blessing``).
+      min_joint_recall, tolerance: the blessing rule (``tfcascade.components.blessing``).
       slice_features: user features the validator slices its metrics by.
       eval_batch_size: the validator's batch size.
       metadata_connection_config: ML Metadata connection (None: the orchestrator's default).
@@ -173,7 +174,7 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     ).with_id(EXAMPLE_VALIDATOR)
     trainer = tfx.components.Trainer(
-        run_fn="pipelines.trainer_module.run_fn",
+        run_fn="tfcascade.components.trainer_module.run_fn",
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=train_steps or 0),

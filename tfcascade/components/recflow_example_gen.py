@@ -1,7 +1,7 @@
 """RecFlowExampleGen: the Beam preprocessing of a RecFlow-layout folder as a TFX component.
 
 Why a custom component rather than ``ImportExampleGen`` over already-written TFRecords: the
-preprocessing (``pipelines.preprocess.run_preprocess``) produces more than examples — the
+preprocessing (``tfcascade.beam.preprocess.run_preprocess``) produces more than examples — the
 vocabularies the Trainer's embedding tables and the serving model's raw-id lookup are built
 from, and the metadata (list length, stages, vocabulary sizes). Keeping them inside the
 ``Examples`` artifact keeps them in ML Metadata lineage with the examples they belong to, lets
@@ -78,7 +78,7 @@ class RecFlowExampleGenExecutor(base_beam_executor.BaseBeamExecutor):
         output_dict: dict[str, list[types.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
-        from pipelines.preprocess import run_preprocess
+        from tfcascade.beam.preprocess import run_preprocess
 
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict["examples"])

@@ -6,7 +6,7 @@
     result = client.recommend(user_features, history, exclude=[1000000011])
     client.call("rank", inputs, protocol="rest", rest_format="rows")   # any signature
 
-REST speaks TF Serving's JSON (:mod:`serving.rest_json`): the columnar format
+REST speaks TF Serving's JSON (:mod:`tfcascade.serving.rest_json`): the columnar format
 (``{"inputs": ...}`` -> ``{"outputs": ...}``) by default, the row format
 (``{"instances": [...]}`` -> ``{"predictions": [...]}``) with ``rest_format="rows"``; outputs
 come back with the same dtypes as over gRPC (``-Infinity`` scores included), and an error's
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from serving import rest_json
 from tfcascade import features as F
+from tfcascade.serving import rest_json
 
 RETRYABLE_GRPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 RETRYABLE_HTTP = (429, 503, 504)  # TF Serving's RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED

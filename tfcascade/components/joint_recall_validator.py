@@ -12,12 +12,12 @@ section 1; LCRON, arXiv 2503.09492), which TFMA cannot express. This component:
 4. writes a ``ModelBlessing`` artifact the stock (or our atomic) Pusher understands
    (custom property ``blessed`` = 1 / 0, file ``BLESSED`` / ``NOT_BLESSED``, plus
    ``current_model_id`` so that ``LatestBlessedModelStrategy`` can find it later), blessed
-   only when :func:`components.blessing.decide_blessing` says so: joint recall
+   only when :func:`tfcascade.components.blessing.decide_blessing` says so: joint recall
    ≥ ``min_joint_recall`` and ≥ the latest blessed model's joint recall − ``tolerance``.
 
 The latest blessed model comes from ML Metadata through a ``Resolver`` with
 ``LatestBlessedModelStrategy`` wired to the optional ``baseline_model`` / ``baseline_blessing``
-inputs (see ``pipelines/cascade_pipeline.py``); its joint recall is the ``joint_recall``
+inputs (see ``tfcascade/pipelines/cascade_pipeline.py``); its joint recall is the ``joint_recall``
 custom property recorded on its blessing by the validator run that blessed it.
 """
 
@@ -34,7 +34,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import blessing as bl
+from tfcascade.components import blessing as bl
 
 DEFAULT_SLICE_FEATURES = ("age", "gender")
 METRICS_FILE = "metrics.json"
@@ -81,7 +81,7 @@ class JointRecallValidatorExecutor(base_executor.BaseExecutor):
         output_dict: dict[str, list[types.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
-        from components.cascade_evaluation import evaluate_cascade, plot_slices
+        from tfcascade.components.cascade_evaluation import evaluate_cascade, plot_slices
 
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict["examples"])

@@ -1,0 +1,36 @@
+"""DIN's target attention unit (Zhou et al., KDD 2018, arXiv 1706.06978).
+
+For a candidate q and history entries h_j: a_j = w·ReLU(A q + B h_j + C (q ⊙ h_j) + b) and
+r = Σ_j mask_j · a_j · h_j (no softmax, as in DIN).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfcascade._keras import keras
+
+
+@keras.utils.register_keras_serializable(package="tfcascade")
+class TargetAttention(keras.layers.Layer):
+    """DIN's activation unit; ``call(targets [B, n, d], history [B, H, d], mask [B, H]) -> [B, n, d]``."""
+
+    def __init__(self, hidden: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = int(hidden)
+        self.q_proj = keras.layers.Dense(self.hidden, name="q")
+        self.h_proj = keras.layers.Dense(self.hidden, use_bias=False, name="h")
+        self.qh_proj = keras.layers.Dense(self.hidden, use_bias=False, name="qh")
+        self.out = keras.layers.Dense(1, name="w")
+
+    def weights_of(self, targets, history, mask):
+        """``[B, n, H]`` attention weights (0 on history padding)."""
+        qh = targets[:, :, None, :] * history[:, None, :, :]
+        act = tf.nn.relu(self.q_proj(targets)[:, :, None, :] + self.h_proj(history)[:, None, :, :] + self.qh_proj(qh))
+        return tf.squeeze(self.out(act), -1) * mask[:, None, :]
+
+    def call(self, targets, history, mask):
+        return tf.einsum("bnh,bhd->bnd", self.weights_of(targets, history, mask), history)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "hidden": self.hidden}
