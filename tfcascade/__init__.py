@@ -1,38 +1,23 @@
 """tfcascade: train and serve multi-stage cascade rankers end to end with differentiable top-K.
 
-TensorFlow Recommenders needs Keras 2 (``tf_keras``). Importing tfcascade therefore sets
-``TF_USE_LEGACY_KERAS=1`` when TensorFlow has not been imported yet, and refuses to load when
-TensorFlow was already imported with Keras 3 behind ``tf.keras``.
+Importing tfcascade imports neither TensorFlow nor Keras; it only decides which Keras the
+process uses (``tfcascade._backend``): Keras 2 (``tf_keras``, needed by TensorFlow
+Recommenders and so by ``CascadeModel``) unless the program chose Keras 3 — ``tf.keras``
+already bound to Keras 3, ``TF_USE_LEGACY_KERAS`` set to another value than 1, or ``keras``
+imported before ``tensorflow``. ``tfcascade.ops``, ``.layers`` and ``.losses`` work in
+both; ``keras_version()`` says which one this process has.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+from tfcascade._backend import KERAS as _KERAS
 
 __version__ = "0.1.0"
 
 
-def _ensure_legacy_keras() -> None:
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        if os.environ["TF_USE_LEGACY_KERAS"].lower() not in ("1", "true", "yes"):
-            raise ImportError(
-                "tfcascade needs Keras 2 (tf_keras) but TF_USE_LEGACY_KERAS="
-                f"{os.environ['TF_USE_LEGACY_KERAS']!r} is set. Unset it or set it to 1 before "
-                "importing tensorflow."
-            )
-        return
-    import tensorflow as tf
-
-    version = getattr(tf.keras, "__version__", "")
-    if version.startswith("3"):
-        raise ImportError(
-            f"TensorFlow was imported with Keras {version} behind tf.keras, but tfcascade and "
-            "TensorFlow Recommenders need Keras 2 (tf_keras). Import tfcascade before tensorflow, "
-            "or set the environment variable TF_USE_LEGACY_KERAS=1 before tensorflow is first "
-            "imported (e.g. `export TF_USE_LEGACY_KERAS=1`)."
-        )
+def keras_version() -> str:
+    """``"tf_keras"`` (Keras 2) or ``"keras_3"``: the Keras tfcascade's layers subclass here."""
+    return _KERAS
 
 
-_ensure_legacy_keras()
+__all__ = ["__version__", "keras_version"]

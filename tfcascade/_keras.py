@@ -1,7 +1,14 @@
-"""The Keras 2 implementation tfcascade builds on (``tf_keras``), in one place."""
+"""The Keras module tfcascade builds on (``tf_keras`` or Keras 3), in one place.
 
-import tf_keras as keras
+Chosen once per process by ``tfcascade._backend`` (see its rule); every tfcascade layer, loss
+and model subclasses this module's classes.
+"""
 
-import tfcascade  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from tfcascade._backend import KERAS, TF_KERAS
 
-__all__ = ["keras"]
+if KERAS == TF_KERAS:
+    import tf_keras as keras
+else:
+    import keras
+
+__all__ = ["KERAS", "keras"]

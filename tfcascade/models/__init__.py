@@ -1,8 +1,13 @@
-"""Stage models (DSSM, MLP pre-ranker, DIN, TARQ) and the CascadeModel; TopKGAT."""
+"""Stage models (DSSM, MLP pre-ranker, DIN, TARQ) and the CascadeModel (TFRS; Keras 2 only)."""
 
-from tfcascade.models.cascade import CascadeModel, build_cascade
-from tfcascade.models.din import DIN
-from tfcascade.models.dssm import DSSM
-from tfcascade.models.mlp import MLPPreranker
+from tfcascade._backend import require_tf_keras
 
-__all__ = ["DIN", "DSSM", "CascadeModel", "MLPPreranker", "build_cascade"]
+require_tf_keras("tfcascade.models (CascadeModel and the stage models)")
+
+from tfcascade.models.cascade import CascadeModel, build_cascade  # noqa: E402
+from tfcascade.models.din import DIN  # noqa: E402
+from tfcascade.models.dssm import DSSM  # noqa: E402
+from tfcascade.models.mlp import MLPPreranker  # noqa: E402
+from tfcascade.models.tarq import TARQ  # noqa: E402
+
+__all__ = ["DIN", "DSSM", "TARQ", "CascadeModel", "MLPPreranker", "build_cascade"]
