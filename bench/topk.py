@@ -154,7 +154,7 @@ def quality(b: int = 256, n: int = 200, k: int = 10) -> list[dict]:
 
 
 def tournament_quality(configs, batch: int = 16, d: int = TOURNAMENT_DIM) -> list[dict]:
-    """nCCS and time: successive halving vs Goyal et al.'s iterative softmax (REFERENCES §2)."""
+    """nCCS and time: successive halving vs Goyal et al.'s iterative softmax (arXiv 2010.15552)."""
     rows = []
     for n, k in configs:
         e = tf.random.stateless_normal([batch, n, d], seed=[n, k])

@@ -8,7 +8,7 @@ validation epoch, the epochs run, seconds per epoch and peak RSS, and a PNG plot
     .venv/bin/python -m bench.topkgat --epochs 400 --datasets Ali-Display \
         --variants topkgat lightgcn softmax beta0
 
-Full convergence takes ~1,200 epochs per run (REFERENCES.md section 6); the budget actually
+Full convergence takes ~1,200 epochs per run (the official code, arXiv 2601.18432); the budget actually
 used is written next to the numbers. Numbers measured on 2 shared cores are noisy.
 """
 
@@ -26,7 +26,7 @@ from bench.common import RESULTS_DIR, markdown_table, write_results
 
 DATASETS = ("Ali-Display", "Epinions", "Food")
 VARIANTS = ("topkgat", "lightgcn", "softmax", "beta0")
-# Official PyTorch implementation, same 2-core machine (REFERENCES.md section 6).
+# Official PyTorch implementation, same 2-core machine (arXiv 2601.18432).
 PYTORCH_SECONDS_PER_EPOCH = {"Ali-Display": 1.06}
 
 

@@ -15,7 +15,7 @@ Batched tensors (``B`` requests, ``n`` items, ``H`` = ``HISTORY_LENGTH``)::
     rank_index                                        int64 [B, n]    -1 where not ranked
     mask                                              float32 [B, n]  1 = real item
 
-Graded labels (REFERENCES.md section 1, "list-wise supervision"): an item from a later stage
+Graded labels (LCRON, arXiv 2503.09492, "list-wise supervision"): an item from a later stage
 beats one from an earlier stage; within a stage the better rank wins.
 """
 

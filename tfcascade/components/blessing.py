@@ -1,7 +1,7 @@
 """The blessing rule of the JointRecallValidator and the ML Metadata look-up of its baseline.
 
 A candidate cascade is blessed (may be pushed to serving) only if its end-to-end Joint
-Recall@K@q_T (REFERENCES.md section 1; LCRON, arXiv 2503.09492) clears two bars:
+Recall@K@q_T (LCRON, arXiv 2503.09492) clears two bars:
 
     blessed  <=>  JR(candidate) >= min_joint_recall                      (absolute bar)
              and  JR(candidate) >= JR(latest blessed model) - tolerance   (no regression)

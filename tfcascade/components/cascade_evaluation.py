@@ -1,6 +1,6 @@
 """What the JointRecallValidator measures: a trained cascade on the eval split, sliced.
 
-Metrics (REFERENCES.md section 1), for K ground-truth items and stage cuts q_1 ≥ … ≥ q_T:
+Metrics (LCRON, arXiv 2503.09492), for K ground-truth items and stage cuts q_1 ≥ … ≥ q_T:
 
 - ``joint_recall``: Recall@K@q_T = |CS_out ∩ CS_gt| / K, CS_out = the cascade's output;
 - ``stage_recall[i]``: Recall@K@q_i of stage i alone on the whole candidate list;

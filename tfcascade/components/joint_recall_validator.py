@@ -1,8 +1,8 @@
 """JointRecallValidator: evaluates a trained cascade end to end and blesses it for the Pusher.
 
 The TFX ``Evaluator`` (TFMA) scores one model output per example; a cascade's quality is the
-end-to-end Joint Recall@K@q_T of its stages chained with their top-q_i cuts (REFERENCES.md
-section 1; LCRON, arXiv 2503.09492), which TFMA cannot express. This component:
+end-to-end Joint Recall@K@q_T of its stages chained with their top-q_i cuts (LCRON,
+arXiv 2503.09492), which TFMA cannot express. This component:
 
 1. loads the Trainer's cascade and scores every request of the eval split with each stage;
 2. computes Joint Recall@K@q_T, each stage's Recall@K@q_i on the whole list and NDCG@K,

@@ -1,6 +1,6 @@
 """Reader for implicit-feedback interaction folders (``user item`` pairs per line).
 
-The TopKGAT datasets (Ali-Display, Epinions, Food; REFERENCES.md section 6) ship as one folder
+The TopKGAT datasets (Ali-Display, Epinions, Food; TopKGAT, arXiv 2601.18432) ship as one folder
 per dataset::
 
     info.txt    "train N" / "valid N" / "test N" / "users N" / "items N" (+ free text after ---)

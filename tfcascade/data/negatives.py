@@ -1,7 +1,7 @@
 """In-batch sampled negatives for training and evaluation lists.
 
 The evaluation lists hold each request's logged items plus negatives sampled uniformly from
-a pool of the day's distinct logged items, never one of the request's own (REFERENCES.md §1,
+a pool of the day's distinct logged items, never one of the request's own (DFTopK, arXiv 2510.11472;
 ``tfcascade.beam.preprocess``). A model trained on the logged items alone never sees such items;
 the DFTopK paper (arXiv 2510.11472) trains with sampled negatives of several sizes. This
 appends ``m`` items to every list of a batch, drawn from the batch in one of two ways:

@@ -1,4 +1,4 @@
-"""Cascade metrics on numpy arrays (REFERENCES.md section 1; LCRON arXiv 2503.09492 §5).
+"""Cascade metrics on numpy arrays (LCRON, arXiv 2503.09492 §5).
 
 Conventions: ``labels [B, n]`` graded relevance, −1 = padding, optional ``mask [B, n]``
 (valid = ``labels >= 0`` and mask). The ground truth CS_gt of a request is the hard top-K of

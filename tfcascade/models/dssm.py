@@ -1,7 +1,7 @@
 """DSSM two-tower retrieval (Huang et al., CIKM 2013), the cascade's first stage.
 
     u = MLP_user([user features ; mean(history)]),  v_i = MLP_item(item_i features),
-    score_i = ⟨u, v_i⟩,     towers [128, 64, 32] (REFERENCES.md §4).
+    score_i = ⟨u, v_i⟩,     towers [128, 64, 32] (the LCRON setup, arXiv 2503.09492).
 
 The user vector is computed once per request, so scoring N candidates is one matrix product
 (``user_vector`` / ``item_vectors`` expose the towers for serving and ANN retrieval).

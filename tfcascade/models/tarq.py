@@ -1,7 +1,7 @@
 """TARQ: pre-ranking with target attention approximated by residual quantization.
 
 Li et al., "Equip Pre-ranking with Target Attention by Residual Quantization", 2025,
-arXiv 2509.16931 (REFERENCES.md section 7).
+arXiv 2509.16931.
 
 Target attention (TA, as in DIN) lets every candidate item attend over the user's behaviour
 sequence: scoring N candidates costs O(N · H · d) for a history of length H. TARQ quantises the

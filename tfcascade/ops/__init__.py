@@ -2,7 +2,7 @@
 
 Soft top-k memberships ``[..., n] -> [..., n]`` (values in [0, 1], summing to about k):
 ``dftopk`` (O(n), arXiv 2510.11472), ``lapsum_topk`` (arXiv 2503.06242),
-``tournament_topk`` / ``iterative_softmax_topk`` (successive halving, arXiv 2111.07765).
+``tournament_topk`` / ``iterative_softmax_topk`` (successive halving, arXiv 2010.15552).
 Soft permutations ``[..., n] -> [..., n, n]``: ``neural_sort`` (arXiv 1903.08850) and
 ``soft_sort`` (arXiv 2006.16038), with ``topq_membership`` reading a top-q membership off one.
 Hard selection: ``hard_topk_mask``, ``kth_largest``, ``cascade_select`` /

@@ -2,7 +2,7 @@
 
     S_0 = valid items,   S_t = top-q_t of S_{t−1} by stage t's scores,   CS_out = S_T
 
-This is the inference path of a cascade (and the golden metric's CS_out, REFERENCES.md §1).
+This is the inference path of a cascade (and the golden metric's CS_out, arXiv 2503.09492).
 Ties are broken towards the lower index (``tf.math.top_k``'s rule); rows with fewer survivors
 than q keep all of them.
 

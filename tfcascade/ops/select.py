@@ -13,7 +13,7 @@ and a per-row bracket [lo, hi] ∋ key(x_[k]) is bisected with one fused compare
 bracket closes (ties across the boundary: x_[k] = x_[k+1]). Each pass is O(n); at most 32 (64)
 passes, typically ~log2(n) + a few for continuous scores. For a small static k,
 ``tf.math.top_k(x, k + 1)`` followed by reductions only is used instead (cheaper there;
-REFERENCES.md §8: never slice columns out of top_k values under XLA). Under XLA, short lists
+measured on TF 2.21: never slice columns out of top_k values under XLA). Under XLA, short lists
 with a very small static k use **extraction** instead: k + 1 rounds of "drop the row maximum
 and all its copies", O(k·n) in fused reductions over an items-major layout — XLA's CPU TopK is
 a sort and costs more there (bench/topk.py).

@@ -18,7 +18,7 @@ class FullRankingEvaluator:
         Recall@K = Σ_{r<K} hit_r / min(|G_u|, K)
         NDCG@K   = Σ_{r<K} hit_r / log2(r + 2)  /  Σ_{r<min(|G_u|, K)} 1 / log2(r + 2)
 
-    averaged over the users with |G_u| > 0 (REFERENCES.md section 6, official protocol).
+    averaged over the users with |G_u| > 0 (the official protocol of arXiv 2601.18432).
     Users are scored in blocks so that one block of scores stays under ``memory_bytes``.
 
     Args:

@@ -1,7 +1,7 @@
 """TopKGAT: graph attention whose layer is a gradient-ascent step of smoothed Precision@K.
 
 Chen et al., "TopKGAT: A Top-K Objective-Driven Architecture for Recommendation", WWW 2026,
-arXiv 2601.18432 (REFERENCES.md section 6). On the user–item bipartite graph built from the
+arXiv 2601.18432. On the user–item bipartite graph built from the
 training pairs (duplicates kept), layer ``l`` replaces every node by a weighted neighbour sum::
 
     w_ui     = ω(z_u · z_i − β_u^(l)) / √(d_u · d_i)      z = row-wise L2-normalised x^(l)

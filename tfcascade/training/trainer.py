@@ -48,7 +48,7 @@ def train(data_dir: str, model_dir: str, loss: str = "lcron", stages: int = 2, e
           backup_every: int | str = "epoch", stage_models: Sequence[str] | None = None,
           codebook_reset_every: int = 50, sampled_negatives: int = 0, negative_draw: str = "items",
           restart: bool = False) -> dict:
-    """Trains a cascade (Adam, one pass by default — REFERENCES.md §4) and evaluates it.
+    """Trains a cascade (Adam, one pass by default, as the LCRON setup, arXiv 2503.09492) and evaluates it.
 
     Writes ``model_dir/config.json``, ``checkpoints/``, TensorBoard logs in ``logs/`` and
     ``metrics.json``. An interrupted run resumes from its last backup (``backup/``, written at
