@@ -1,4 +1,4 @@
-"""Package-level behaviour: Keras 2 guard, no TFX/Beam at import, CLI, README freshness."""
+"""Package-level behaviour: the CLI lists its commands, the README (import order: test_import_order.py)."""
 
 import os
 import subprocess
@@ -13,20 +13,6 @@ def _python(code: str, env_extra=None):
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=300)
-
-
-def test_import_selects_keras_2_and_loads_no_tfx_or_beam():
-    out = _python("import sys, os, tfcascade, tensorflow as tf; import tfcascade.models, tfcascade.training; "
-                  "print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.__name__, "
-                  "'tfx' in sys.modules, 'apache_beam' in sys.modules)")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-4:] == ["1", "tf_keras.api._v2.keras", "False", "False"]
-
-
-def test_keras_3_already_loaded_gives_a_clear_error():
-    out = _python("import tensorflow as tf; tf.keras.layers; import tfcascade")
-    assert out.returncode != 0
-    assert "ImportError" in out.stderr and "TF_USE_LEGACY_KERAS=1" in out.stderr
 
 
 def test_cli_lists_its_commands():
