@@ -24,6 +24,6 @@ step "2/3 TFX pipeline: Beam preprocessing -> StatisticsGen -> SchemaGen -> Exam
   --serving-dir "$OUT/serving" --loss "$LOSS" --stages "$STAGES" --batch-size 256
 
 step "3/3 differentiable top-K operators, quick benchmark"
-"$PY" -m bench.topk --quick --out "$OUT/bench"
+"$PY" -m tfcascade bench topk --quick --out "$OUT/bench"
 
 printf '\nDone. Artifacts in %s (TensorBoard: %s -m tensorboard.main --logdir %s/pipeline)\n' "$OUT" "$PY" "$OUT"

@@ -74,10 +74,15 @@ def require_folder(path: str, option: str, holding: str, made_by: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one command. Errors are one line on stderr — exit 2 for usage errors (arguments),
-    1 for runtime errors — and the traceback is shown only with ``--debug``."""
+    1 for runtime errors — and the traceback is shown only with ``--debug``, which also leaves
+    TensorFlow's C++ start-up logs on (as does setting ``TF_CPP_MIN_LOG_LEVEL``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        from tfcascade.cli.quiet import install
+
+        install()  # TensorFlow's C++ start-up lines stay off the terminal
     # Import only the module of the command being run (help lists them all).
     chosen = [argv[0]] if argv and argv[0] in COMMANDS else None
     parser = build_parser(chosen)
