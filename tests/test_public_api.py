@@ -61,7 +61,7 @@ def test_the_ops_facade_calls_the_operators():
 
 
 # Layers of the package, lowest first; a module may import its own layer or lower ones.
-RANK = {"_backend": 0, "_keras": 0, "features": 0, "__init__": 0, "ops": 1, "layers": 2, "losses": 3,
+RANK = {"_backend": 0, "_keras": 0, "_extras": 0, "features": 0, "__init__": 0, "ops": 1, "layers": 2, "losses": 3,
         "metrics": 3, "data": 3, "models": 4, "topkgat": 4, "training": 5, "beam": 6, "serving": 6,
         "components": 7, "pipelines": 8, "cli": 9, "__main__": 9}
 
@@ -108,3 +108,11 @@ def test_no_generic_top_level_packages_are_installed():
             "print([n for n in ('pipelines', 'components', 'serving') if u.find_spec(n) is not None])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr[-1000:]
+
+
+def test_a_missing_extra_is_named_with_its_install_command():
+    from tfcascade._extras import require_extra
+
+    with pytest.raises(ImportError, match=r"needs no_such_package_x.*pip install 'tfcascade\[beam\]'"):
+        require_extra("no_such_package_x", "beam", "tfcascade.beam")
+    require_extra("numpy", "beam", "tfcascade.beam")  # present: no error
