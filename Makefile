@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tfcascade-installed
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo bench clean
+.PHONY: setup test test-fast lint docs demo bench clean
 
 $(STAMP): pyproject.toml scripts/setup_venv.sh constraints/known-good.txt
 	bash scripts/setup_venv.sh $(VENV)
@@ -17,9 +17,17 @@ setup: $(STAMP)
 lint: setup
 	$(PY) -m ruff check .
 
-# The whole suite (what CI runs), slow end-to-end tests included.
+# The documentation site (docs/ + the API reference from the docstrings) into site/; --strict:
+# any warning (a broken link or anchor, a page missing from the nav, a docstring griffe cannot
+# parse) fails the build.
+DOCS_BUILD = NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
+docs: setup
+	$(DOCS_BUILD)
+
+# The whole suite (what CI runs): lint, the strict docs build, every test (slow end-to-end ones included).
 test: setup
 	$(PY) -m ruff check .
+	$(DOCS_BUILD)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Skips the slow end-to-end tests (TFX pipeline, multi-epoch training).
@@ -35,4 +43,4 @@ bench: setup
 	$(PY) -m bench.cascade
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) site .pytest_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 Example::
 
-    tfcascade topkgat --data ../shared/data/topkgat/Ali-Display --out ali.json
+    tfcascade topkgat --data datasets/Ali-Display --out ali.json
     tfcascade topkgat --data DIR --variant lightgcn --epochs 400 --out lightgcn.json
 
 Writes JSON ``{"best_epoch", "valid": {"recall@20", "ndcg@20", ...}, "test": {...},
