@@ -1,15 +1,19 @@
-"""Operator layers: equal to their ops, serialisable, SavedModel and Keras round trips, TFRS use."""
+"""Operator layers: equal to their ops, serialisable, SavedModel and Keras round trips, TFRS use;
+the stage blocks build before a call. Keras 3: test_keras3.py."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfcascade import features as F
 from tfcascade._keras import keras
 from tfcascade.layers import (
     DFTopK,
+    FeatureEmbeddings,
     LapSumTopK,
     NeuralSortPermutation,
     SoftSortPermutation,
+    TargetAttention,
     TournamentTopK,
 )
 from tfcascade.ops.dftopk import dftopk, dftopk_logits
@@ -172,3 +176,22 @@ def test_dftopk_layer_per_row_k_tensor():
     k = tf.constant([1, 2, 3, 4])
     np.testing.assert_allclose(DFTopK(2, temperature=0.5)(X, mask=MASK, k=k).numpy(),
                                dftopk(X, k, 0.5, mask=MASK).numpy(), atol=1e-6)
+
+
+def test_stage_blocks_build_before_a_call_and_keep_the_variable_names_of_a_call():
+    """``build`` (which a reloaded layer runs before its first call) makes every weight; inside
+    a call (where tf_keras builds) the names stay ``layer/sublayer/kernel``."""
+    attention = TargetAttention(hidden=8)
+    attention.build((None, 5, 4))
+    assert [tuple(w.shape) for w in attention.weights] == [(4, 8), (8,), (4, 8), (4, 8), (8, 1), (1,)]
+    called = TargetAttention(hidden=8, name="ta")
+    called(tf.zeros([2, 5, 4]), tf.zeros([2, 7, 4]), tf.ones([2, 7]))
+    assert [w.name for w in called.weights] == ["ta/q/kernel:0", "ta/q/bias:0", "ta/h/kernel:0",
+                                                "ta/qh/kernel:0", "ta/w/kernel:0", "ta/w/bias:0"]
+    vocab = {f: 7 for f in F.USER_FEATURES + F.ITEM_FEATURES}
+    embeddings = FeatureEmbeddings(vocab, dim=3)
+    embeddings.build(None)
+    assert len(embeddings.weights) == len(vocab) and all(w.shape == (7, 3) for w in embeddings.weights)
+    called = FeatureEmbeddings(vocab, dim=3, name="fe")
+    called({f: tf.zeros([2, 4], tf.int64) for f in vocab})
+    assert sorted(w.name for w in called.weights) == sorted(f"fe/emb_{f}/embeddings:0" for f in vocab)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfcascade._keras import keras
+from tfcascade._keras import keras, no_output_mask
 
 
 class OpLayer(keras.layers.Layer):
@@ -23,6 +23,7 @@ class OpLayer(keras.layers.Layer):
     """
 
     JIT_COMPILE_DEFAULT = False
+    compute_mask = no_output_mask
 
     def __init__(self, jit_compile: bool | None = None, **kwargs):
         super().__init__(**kwargs)

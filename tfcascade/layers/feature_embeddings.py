@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import tensorflow as tf
 
 from tfcascade import features as F
-from tfcascade._keras import keras
+from tfcascade._keras import build_sublayer, keras
 
 TARGET_FEATURES = ("video_id", "author_id")  # item side of the history (target attention)
 
@@ -35,6 +35,13 @@ class FeatureEmbeddings(keras.layers.Layer):
                                       name=f"emb_{f}")
             for f, size in self.vocab_sizes.items()
         }
+
+    def build(self, input_shape=None):
+        """Creates every table (their shapes do not depend on the inputs), so that a reloaded
+        layer has its weights before its first call."""
+        for table in self.tables.values():
+            build_sublayer(table, (None,))
+        super().build(input_shape)
 
     def _lookup(self, name: str, ids) -> tf.Tensor:
         return self.tables[name](tf.cast(ids, tf.int32))
@@ -66,7 +73,7 @@ class FeatureEmbeddings(keras.layers.Layer):
         return self.user(features), self.items(features)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "vocab_sizes": self.vocab_sizes, "dim": self.dim}
+        return {**super().get_config(), "vocab_sizes": dict(self.vocab_sizes), "dim": self.dim}
 
 
 def mlp(units, name: str, final_activation=None) -> keras.Sequential:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfcascade._keras import keras
+from tfcascade._keras import build_sublayer, keras, no_output_mask
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")
 class TargetAttention(keras.layers.Layer):
     """DIN's activation unit; ``call(targets [B, n, d], history [B, H, d], mask [B, H]) -> [B, n, d]``."""
+
+    compute_mask = no_output_mask
 
     def __init__(self, hidden: int = 16, **kwargs):
         super().__init__(**kwargs)
@@ -22,6 +24,15 @@ class TargetAttention(keras.layers.Layer):
         self.h_proj = keras.layers.Dense(self.hidden, use_bias=False, name="h")
         self.qh_proj = keras.layers.Dense(self.hidden, use_bias=False, name="qh")
         self.out = keras.layers.Dense(1, name="w")
+
+    def build(self, input_shape):
+        """Builds the projections from the targets' shape ``[B, n, d]`` (the history has the same
+        d), so that a reloaded layer has its weights before its first call."""
+        dim = int(input_shape[-1])
+        for proj in (self.q_proj, self.h_proj, self.qh_proj):
+            build_sublayer(proj, (None, dim))
+        build_sublayer(self.out, (None, self.hidden))
+        super().build(input_shape)
 
     def weights_of(self, targets, history, mask):
         """``[B, n, H]`` attention weights (0 on history padding)."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfcascade._keras import keras
+from tfcascade._keras import keras, no_output_mask
 from tfcascade.metrics.streaming import ground_truth_tf
 
 DEFAULT_QS = {2: (30, 20), 3: (40, 30, 20)}
@@ -78,7 +78,10 @@ class CascadeLoss(keras.layers.Layer):
       stage_qs: how many items each stage keeps at inference (default (30, 20) / (40, 30, 20)).
     """
 
+    compute_mask = no_output_mask
+
     def __init__(self, stages: int = 2, k: int = 10, stage_qs: Sequence[int] | None = None, **kwargs):
+        kwargs.setdefault("autocast", False)  # keep float64 inputs float64 (gradient checks)
         super().__init__(**kwargs)
         if stages not in (2, 3):
             raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
@@ -88,7 +91,9 @@ class CascadeLoss(keras.layers.Layer):
         if any(a < b for a, b in zip(self.stage_qs, self.stage_qs[1:])):
             raise ValueError(f"stage_qs must be non-increasing, got stage_qs={list(self.stage_qs)}")
         self.terms: dict[str, tf.Tensor] = {}
-        self._autocast = False  # keep float64 inputs float64 (gradient checks)
+        # No state depends on the inputs (subclasses make theirs in __init__): nothing for Keras
+        # to build, e.g. when the loss is used outside the model's call (Keras 3 warns then).
+        self.built = True
 
     def call(self, labels, stage_scores, mask=None):
         first = tf.convert_to_tensor(stage_scores[0] if not isinstance(stage_scores, tf.Tensor) else stage_scores)

@@ -19,11 +19,12 @@ class UncertaintyWeighting(keras.layers.Layer):
     """Args: names: the weighted terms (one trainable w each)."""
 
     def __init__(self, names: Sequence[str], **kwargs):
+        kwargs.setdefault("autocast", False)  # keep float64 inputs float64 (gradient checks)
         super().__init__(**kwargs)
         self.names = list(names)
-        self._autocast = False  # keep float64 inputs float64 (gradient checks)
         self.w = {n: self.add_weight(name=f"w_{n}", shape=(), initializer="ones", trainable=True)
                   for n in self.names}
+        self.built = True  # its weights exist from the start: nothing for Keras to build
 
     def call(self, weighted: Mapping[str, tf.Tensor], unweighted: Sequence[tf.Tensor] = ()):
         dtype = next(iter(weighted.values())).dtype
@@ -34,4 +35,4 @@ class UncertaintyWeighting(keras.layers.Layer):
         return total
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "names": self.names}
+        return {**super().get_config(), "names": list(self.names)}
