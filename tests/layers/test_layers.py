@@ -195,3 +195,18 @@ def test_stage_blocks_build_before_a_call_and_keep_the_variable_names_of_a_call(
     called = FeatureEmbeddings(vocab, dim=3, name="fe")
     called({f: tf.zeros([2, 4], tf.int64) for f in vocab})
     assert sorted(w.name for w in called.weights) == sorted(f"fe/emb_{f}/embeddings:0" for f in vocab)
+
+
+def test_dftopk_under_xla_trains_in_fit_like_the_plain_layer():
+    data = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+
+    def trained(jit_compile):
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((8,))
+        model = keras.Model(inputs, DFTopK(k=3, jit_compile=jit_compile)(keras.layers.Dense(8)(inputs)))
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        model.fit(data, data, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        return model.get_weights()
+
+    for plain, compiled in zip(trained(False), trained(True)):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-6)

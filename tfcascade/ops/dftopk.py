@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from tfcascade.ops._common import as_dtype, clamp_infinite, valid_mask
 from tfcascade.ops._validate import check_k, check_mask, check_positive, check_scores, static_k
-from tfcascade.ops.select import kth_largest_pair_and_positions
+from tfcascade.ops.select import in_xla_context, kth_largest_pair_and_positions
 
 
 def _threshold(x: tf.Tensor, k, valid: tf.Tensor):
@@ -35,7 +35,11 @@ def _threshold(x: tf.Tensor, k, valid: tf.Tensor):
 
 def _clamp_if_infinite(x: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
     """``clamp_infinite`` only when a valid score is ±inf: one fused check instead of a
-    dozen passes over the scores (measured: about 100 ms of 250 at 1024×4096)."""
+    dozen passes over the scores (measured: about 100 ms of 250 at 1024×4096). Under XLA
+    the clamp runs unconditionally: XLA fuses its passes, and the gradient of a ``tf.cond``
+    inside a compiled function needs an op XLA's CPU backend lacks (``OptionalFromValue``)."""
+    if in_xla_context():
+        return clamp_infinite(x, valid)
     has_inf = tf.reduce_any(tf.logical_and(valid, tf.math.is_inf(x)))
     return tf.cond(has_inf, lambda: clamp_infinite(x, valid), lambda: tf.identity(x))
 
