@@ -23,7 +23,8 @@ def _artifact(cls, uri, artifact_id):
     return artifact
 
 
-def _run_executor(tmp_path, monkeypatch, joint_recall, threshold, baseline=None, tolerance=0.0):
+def _run_executor(tmp_path, monkeypatch, joint_recall, threshold, baseline=None, tolerance=0.0,
+                  cuts=(("k", 10), ("qs", "[30, 20]"))):
     measured = {"k": 10, "qs": [30, 20], "slices": {},
                 "overall": {"joint_recall": joint_recall, "num_requests": 5,
                             "stage_recall": [0.9, 0.8], "ndcg": [0.7, 0.6]}}
@@ -49,10 +50,11 @@ def _run_executor(tmp_path, monkeypatch, joint_recall, threshold, baseline=None,
         "evaluation": [_artifact(standard_artifacts.ModelEvaluation, tmp_path / "eval", 8)],
         "blessing": [_artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing", 9)],
     }
-    props = {"min_joint_recall": threshold, "tolerance": tolerance, "k": 10, "qs": "[30, 20]",
+    props = {"min_joint_recall": threshold, "tolerance": tolerance, **dict(cuts),
              "slice_features": '["age"]', "batch_size": 32}
     jrv.JointRecallValidatorExecutor().Do(inputs, outputs, props)
-    assert calls and calls[0]["qs"] == [30, 20] and calls[0]["slice_features"] == ["age"]
+    assert calls and calls[0]["slice_features"] == ["age"]
+    assert (calls[0]["k"], calls[0]["qs"]) == ((10, [30, 20]) if cuts else (None, None))
     assert calls[0]["model_uri"] == str(tmp_path / "model")
     return outputs["blessing"][0], tmp_path
 
@@ -68,6 +70,20 @@ def test_blessed_model_gets_pusher_compatible_blessing(tmp_path, monkeypatch):
     metrics = json.loads((root / "eval" / jrv.METRICS_FILE).read_text())
     assert metrics["decision"]["blessed"] is True
     assert metrics["overall"]["joint_recall"] == pytest.approx(0.8)
+
+
+def test_without_cuts_the_model_is_evaluated_at_its_own(tmp_path, monkeypatch):
+    blessing, _ = _run_executor(tmp_path, monkeypatch, joint_recall=0.8, threshold=0.5, cuts=())
+    assert blessing.get_int_custom_property(bl.BLESSED_KEY) == 1
+    from tfx import v1 as tfx
+
+    validator = jrv.JointRecallValidator(examples=tfx.dsl.Channel(type=standard_artifacts.Examples),
+                                         model=tfx.dsl.Channel(type=standard_artifacts.Model), min_joint_recall=0.5)
+    assert validator.exec_properties.get("k") is None and validator.exec_properties.get("qs") is None
+    given = jrv.JointRecallValidator(examples=tfx.dsl.Channel(type=standard_artifacts.Examples),
+                                     model=tfx.dsl.Channel(type=standard_artifacts.Model), min_joint_recall=0.5,
+                                     k=5, qs=(25, 12))
+    assert given.exec_properties["k"] == 5 and json.loads(given.exec_properties["qs"]) == [25, 12]
 
 
 def test_below_threshold_is_not_blessed(tmp_path, monkeypatch):
@@ -102,7 +118,8 @@ def test_within_tolerance_of_baseline_is_blessed(tmp_path, monkeypatch):
         ({"min_joint_recall": 0.5, "tolerance": -0.1}, "tolerance"),
         ({"min_joint_recall": 0.5, "k": 0}, "k"),
         ({"min_joint_recall": 0.5, "qs": (20, 30)}, "qs"),
-        ({"min_joint_recall": 0.5, "qs": (30, 5)}, "qs"),
+        ({"min_joint_recall": 0.5, "k": 10, "qs": (30, 5)}, "qs"),
+        ({"min_joint_recall": 0.5, "qs": (30, 0)}, "qs"),
         ({"min_joint_recall": 0.5, "batch_size": 0}, "batch_size"),
     ],
 )

@@ -9,7 +9,10 @@ import pytest
 
 pytest.importorskip("tfx")
 
+from tfcascade.components import trainer_module as tm  # noqa: E402
+from tfcascade.models.spec import CascadeSpec  # noqa: E402
 from tfcascade.pipelines import cascade_pipeline as cp  # noqa: E402
+from tfcascade.training import TrainConfig  # noqa: E402
 
 
 @pytest.fixture
@@ -27,7 +30,8 @@ def test_pipeline_has_the_components_wired_as_documented(raw_dir, tmp_path):
     assert set(nodes) == set(cp.COMPONENT_IDS)
     validator = nodes[cp.VALIDATOR]
     assert validator.exec_properties["min_joint_recall"] == pytest.approx(0.3)
-    assert json.loads(validator.exec_properties["qs"]) == [30, 20]
+    # No cuts of its own: the validator evaluates the trained model at its spec's.
+    assert validator.exec_properties.get("qs") is None and validator.exec_properties.get("k") is None
     # The validator's baseline comes from the LatestBlessedModelStrategy resolver.
     assert validator.inputs["baseline_blessing"].producer_component_id == cp.RESOLVER
     pusher = nodes[cp.PUSHER]
@@ -37,28 +41,70 @@ def test_pipeline_has_the_components_wired_as_documented(raw_dir, tmp_path):
         str(tmp_path / "serving"), cp.DEFAULT_MODEL_NAME)
     trainer = nodes[cp.TRAINER]
     config = json.loads(trainer.exec_properties["custom_config"])
-    assert config["loss"] == "lcron" and config["qs"] == [30, 20] and config["code_fingerprint"]
-    assert config["sampled_negatives"] == 0
-    with pytest.raises(ValueError, match="sampled_negatives=-1"):
-        cp.create_pipeline(data_dir=raw_dir, pipeline_root=str(tmp_path / "r2"), serving_dir=str(tmp_path / "s2"),
-                           sampled_negatives=-1)
+    assert config["train"] == TrainConfig().to_dict() and config["spec"] == CascadeSpec.default().get_config()
+    assert config["code_fingerprint"] == cp.code_fingerprint()
+    assert nodes[cp.EXAMPLE_GEN].exec_properties["stages"] == 2
 
 
-def test_three_stages_default_cuts(raw_dir, tmp_path):
+def test_three_stages_preprocess_and_train_three_stages(raw_dir, tmp_path):
     pipeline = cp.create_pipeline(data_dir=raw_dir, pipeline_root=str(tmp_path / "r"),
-                                  serving_dir=str(tmp_path / "s"), stages=3)
-    validator = {c.id: c for c in pipeline.components}[cp.VALIDATOR]
-    assert json.loads(validator.exec_properties["qs"]) == [40, 30, 20]
+                                  serving_dir=str(tmp_path / "s"), spec=CascadeSpec.default(3))
+    nodes = {c.id: c for c in pipeline.components}
+    assert nodes[cp.EXAMPLE_GEN].exec_properties["stages"] == 3
+    assert json.loads(nodes[cp.TRAINER].exec_properties["custom_config"])["spec"]["qs"] == [40, 30, 20]
+
+
+def test_the_pipelines_spec_and_config_reach_train(raw_dir, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from tfcascade import training
+
+    spec = CascadeSpec(("dssm", "tarq", "din"), ("recall", "coarse", "fine"), (25, 12, 6), 5)
+    config = TrainConfig(loss="bce", epochs=2, batch_size=32, lr=1e-3, seed=7, steps_per_epoch=3,
+                         loss_options={"pos_weight": 2.0})
+    pipeline = cp.create_pipeline(data_dir=raw_dir, pipeline_root=str(tmp_path / "r"),
+                                  serving_dir=str(tmp_path / "s"), spec=spec, config=config)
+    trainer = {c.id: c for c in pipeline.components}[cp.TRAINER]
+    assert json.loads(trainer.exec_properties["train_args"])["num_steps"] == 3
+    custom_config = json.loads(trainer.exec_properties["custom_config"])  # as TFX stores it
+    assert tm.resolve_config(custom_config) == (config, spec)
+
+    called = {}
+
+    class _Stop(Exception):
+        pass
+
+    def fake_train(data_dir, model_dir, config, spec, **kwargs):
+        called.update(data_dir=data_dir, config=config, spec=spec, **kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(training, "train", fake_train)
+    split = tmp_path / "Examples" / "1" / "Split-train"
+    split.mkdir(parents=True)
+    (split / "data.gz").write_text("x")
+    fn_args = SimpleNamespace(custom_config=custom_config, train_files=[str(split / "*")],
+                              eval_files=[str(split / "*")], serving_model_dir=str(tmp_path / "model" / "Format-Serving"),
+                              model_run_dir=str(tmp_path / "run"), train_steps=3)
+    with pytest.raises(_Stop):
+        tm.run_fn(fn_args)
+    assert called["spec"] == spec and called["config"] == config
+    assert called["data_dir"] == str(tmp_path / "Examples" / "1")
+    # A Trainer wired with TrainArgs only: its num_steps caps the epochs.
+    fn_args.custom_config = tm.custom_config(TrainConfig(), CascadeSpec.default())
+    with pytest.raises(_Stop):
+        tm.run_fn(fn_args)
+    assert called["config"].steps_per_epoch == 3 and called["spec"] == CascadeSpec.default()
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
-    [({"stages": 1}, "stages"), ({"epochs": 0}, "epochs"), ({"qs": (30,)}, "qs"),
-     ({"train_steps": -1}, "train_steps"), ({"min_joint_recall": 2.0}, "min_joint_recall"),
-     ({"model_name": "a/b"}, "model_name")],
+    "kwargs, error, match",
+    [({"spec": 3}, TypeError, "spec must be a CascadeSpec, got spec=3"),
+     ({"config": {"epochs": 2}}, TypeError, "config must be a TrainConfig"),
+     ({"min_joint_recall": 2.0}, ValueError, "min_joint_recall"),
+     ({"model_name": "a/b"}, ValueError, "model_name")],
 )
-def test_bad_arguments_name_themselves(raw_dir, tmp_path, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_arguments_name_themselves(raw_dir, tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
         cp.create_pipeline(data_dir=raw_dir, pipeline_root=str(tmp_path / "r"),
                            serving_dir=str(tmp_path / "s"), **kwargs)
 
@@ -86,16 +132,18 @@ def test_kubeflow_spec_compiles(tmp_path):
 
 
 def test_trainer_module_finds_the_examples_root_and_checks_its_config():
-    from tfcascade.pipelines import trainer_module as tm
-
     assert tm._split_root(["/a/Examples/7/Split-train/*"], "train") == "/a/Examples/7"
     with pytest.raises(ValueError, match="Split-train"):
         tm._split_root(["/a/Examples/7/train/*"], "train")
-    config = tm.resolve_config({"loss": "bce", "epochs": 2, "code_fingerprint": "abc"})
-    assert config["loss"] == "bce" and config["epochs"] == 2 and "code_fingerprint" not in config
-    assert config["lr"] == tm.DEFAULTS["lr"]
-    with pytest.raises(ValueError, match="learning_rate"):
-        tm.resolve_config({"learning_rate": 0.1})
+    config, spec = tm.resolve_config({"train": {"loss": "bce", "epochs": 2}, "code_fingerprint": "abc"})
+    assert config == TrainConfig(loss="bce", epochs=2) and spec == CascadeSpec.default()
+    assert tm.resolve_config(None) == (TrainConfig(), CascadeSpec.default())
+    with pytest.raises(ValueError, match="unknown Trainer custom_config key 'loss'"):
+        tm.resolve_config({"loss": "bce"})
+    with pytest.raises(ValueError, match="unknown training option 'learning_rate'"):
+        tm.resolve_config({"train": {"learning_rate": 0.1}})
+    with pytest.raises(ValueError, match="qs needs one value per stage"):
+        tm.resolve_config({"spec": {**CascadeSpec.default().get_config(), "qs": [30]}})
     assert tm.cascade_model_dir("/m/3") == os.path.join("/m/3", tm.CASCADE_MODEL_DIR)
 
 
@@ -150,6 +198,17 @@ def test_cli_parses_the_documented_commands():
                               "bce", "--stages", "3", "--epochs", "2"])
     assert (args.preset, args.min_joint_recall, args.loss, args.stages, args.epochs) == (
         "tiny", 0.4, "bce", 3, 2)
+    from tfcascade.cli.main import UsageError
+    from tfcascade.cli.pipeline import _config
+    from tfcascade.cli.train import spec_from_args
+
+    assert spec_from_args(args) == CascadeSpec.default(3)
+    assert _config(args) == TrainConfig(loss="bce", epochs=2)
+    args = parser.parse_args(["pipeline", "run", "--pipeline-root", "p", "--serving-dir", "s", "--qs", "25,12",
+                              "--k", "5", "--train-steps", "-1"])
+    assert spec_from_args(args) == CascadeSpec.default(2, qs=(25, 12), k=5)
+    with pytest.raises(UsageError, match="^--train-steps: steps_per_epoch must be an integer > 0"):
+        _config(args, steps_per_epoch=args.train_steps)
     args = parser.parse_args(["pipeline", "compile", "--kubeflow", "--output", "x.json"])
     assert args.kubeflow and args.output == "x.json"
     with pytest.raises(SystemExit):
@@ -170,6 +229,9 @@ def _tree(folder):
     return out
 
 
+PIPELINE_SPEC = CascadeSpec.default(2, qs=(25, 12), k=5)
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """Three runs in one pipeline root: fresh, unchanged (cache), unreachable threshold."""
@@ -182,8 +244,10 @@ def tiny_runs(tmp_path_factory):
     raw = root / "raw"
     simulate(str(raw), preset="tiny", seed=0)
     serving = root / "serving"
+    # Other cuts than the defaults: they must reach the trained model, the validator and serving.
     common = dict(data_dir=str(raw), pipeline_root=str(root / "root"), serving_dir=str(serving),
-                  epochs=1, batch_size=32, eval_batch_size=64, min_joint_recall=0.0)
+                  spec=PIPELINE_SPEC, config=TrainConfig(epochs=1, batch_size=32), eval_batch_size=64,
+                  min_joint_recall=0.0)
     runs = {"serving": serving, "root": root / "root"}
     runs["first"] = run_pipeline(**common)
     runs["after_first"] = _tree(serving)
@@ -208,6 +272,12 @@ def test_first_run_blesses_and_pushes_a_numeric_version(tiny_runs):
     metrics = json.loads(open(first.metrics_path).read())
     assert metrics["overall"]["joint_recall"] == pytest.approx(first.joint_recall)
     assert set(metrics["slices"]) == {"age", "gender"}
+    # The pipeline's spec reached train(): the trained model's config and the validator's cuts.
+    from tfcascade.components.trainer_module import cascade_model_dir
+
+    model_config = json.loads(open(os.path.join(cascade_model_dir(metrics["model"]["uri"]), "config.json")).read())
+    assert model_config["spec"] == PIPELINE_SPEC.get_config()
+    assert (metrics["qs"], metrics["k"]) == ([25, 12], 5)
     per_age = metrics["slices"]["age"].values()
     assert sum(s["num_requests"] for s in per_age) == metrics["overall"]["num_requests"]
 

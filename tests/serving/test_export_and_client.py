@@ -346,3 +346,24 @@ def test_publish_removes_what_killed_publishes_left(exported, tmp_path):
     os.utime(old, (0, 0))  # older than an hour: removed whoever left it
     publish_version(path, str(tmp_path), "cascade")
     assert not old.exists() and (base / f".tmp-1-{host}-{os.getpid()}-89abcdef").exists()
+
+
+def test_stage_signatures_are_named_after_the_spec(tiny_data, tmp_path):
+    from tfcascade.data import load_metadata
+    from tfcascade.models import CascadeSpec, build_cascade
+    from tfcascade.serving.export import SIGNATURE_STAGE_NAMES
+
+    assert SIGNATURE_STAGE_NAMES == {2: ("retrieval", "rank"), 3: ("retrieval", "prerank", "rank")}
+    spec = CascadeSpec(("dssm", "din"), ("recall", "rerank"), (25, 12), 5)
+    model = build_cascade(load_metadata(str(tiny_data)), spec, loss="bce", seed=0)
+    path = write_saved_model(model, str(tmp_path / "sm"), str(tiny_data / "vocab"), recommend=False)
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default", "recall", "rerank"}
+    batch = next(iter(make_dataset(str(tiny_data), "eval", batch_size=2, shuffle=False)))
+    raw = raw_from_indices({k: v.numpy() for k, v in batch.items()}, load_vocabularies(str(tiny_data)))
+    out = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in raw.items()})
+    assert out["top_k_indices"].shape == (2, 5)  # the spec's k
+    clash = build_cascade(load_metadata(str(tiny_data)), CascadeSpec.default(2, stage_names=("recall", "recommend")),
+                          loss="bce", seed=0)
+    with pytest.raises(ValueError, match="stage name 'recommend' gives a signature name already taken"):
+        write_saved_model(clash, str(tmp_path / "clash"), str(tiny_data / "vocab"))

@@ -9,8 +9,8 @@ import tensorflow as tf
 from tfcascade._keras import keras
 from tfcascade.data import load_metadata
 from tfcascade.losses import names
-from tfcascade.models import build_cascade
-from tfcascade.training import compare, evaluate, evaluate_model, train
+from tfcascade.models import CascadeSpec, build_cascade
+from tfcascade.training import TrainConfig, compare, evaluate, evaluate_model, train
 
 
 def test_train_writes_metrics_config_logs_and_evaluates_identically(tiny_model_dir, tiny_data):
@@ -163,30 +163,43 @@ def test_compare_resumes_finished_runs_and_refuses_foreign_ones(tiny_data, tmp_p
 
     compare_module = importlib.import_module("tfcascade.training.compare")
 
-    first = compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, batch_size=64, steps_per_epoch=1,
-                    verbose=0)
+    config = TrainConfig(batch_size=64, steps_per_epoch=1)
+    first = compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, config=config, verbose=0)
     calls = []
 
-    def fake_train(data_dir, model_dir, loss, stages, seed, **kwargs):
-        calls.append((loss, seed))
-        return {"loss": loss, "stages": stages, "seed": seed, "joint_recall": 0.5}
+    def fake_train(data_dir, model_dir, config, spec, **kwargs):
+        calls.append((config.loss, config.seed))
+        return {"loss": config.loss, "stages": spec.num_stages, "seed": config.seed, "joint_recall": 0.5}
 
     monkeypatch.setattr(compare_module, "train", fake_train)
-    table = compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=2, verbose=0)
+    table = compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=2, config=config, verbose=0)
     assert calls == [("bce", 1)]  # seed 0 was read from its metrics.json, only seed 1 trained
     assert table["bce"]["joint_recall"]["runs"] == [first["bce"]["joint_recall"]["runs"][0], 0.5]
+    # Other settings are other runs: the finished one is refused, naming what differs.
+    with pytest.raises(ValueError, match=r"batch_size=64 \(expected 1024\), steps_per_epoch=1 \(expected None\)"):
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, verbose=0)
+    with pytest.raises(ValueError, match=r"qs=\[30, 20\] \(expected \[25, 12\]\)"):
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, config=config,
+                spec=CascadeSpec.default(2, qs=(25, 12)), verbose=0)
     compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, resume=False, verbose=0)
     assert calls[-1] == ("bce", 0)
     metrics = tmp_path / "runs" / "bce" / "seed0" / "metrics.json"
     metrics.write_text(json.dumps({"loss": "bce", "stages": 3, "seed": 0}))
     with pytest.raises(ValueError, match="stages=3"):
         compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, verbose=0)
-    metrics.write_text(json.dumps({"loss": "bce", "stages": 2, "seed": 0, "epochs": 1}))
+    # A metrics.json of an older version records fewer settings: the others had their defaults.
+    metrics.write_text(json.dumps({"loss": "bce", "stages": 2, "seed": 0, "epochs": 1, "joint_recall": 0.25,
+                                   "stage_models": ["dssm", "din"]}))
+    assert compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, verbose=0)["bce"]["joint_recall"][
+        "runs"] == [0.25]
+    assert calls[-1] == ("bce", 0) and len(calls) == 2  # read, not trained
     with pytest.raises(ValueError, match="epochs=1 .expected 2"):
         compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, epochs=2, verbose=0)
-    # A metrics.json from before sampled negatives existed was trained without them.
     with pytest.raises(ValueError, match="sampled_negatives=0 .expected 16"):
         compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, sampled_negatives=16, verbose=0)
+    with pytest.raises(ValueError, match=r"stage_kinds=\['dssm', 'din'\] \(expected \['dssm', 'mlp'\]\)"):
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1,
+                spec=CascadeSpec.default(2, stage_kinds=("dssm", "mlp")), verbose=0)
 
 
 def test_train_with_a_tarq_stage_monitors_codebooks_and_reloads(tiny_data, tiny_tarq_model_dir, tmp_path):
@@ -194,11 +207,42 @@ def test_train_with_a_tarq_stage_monitors_codebooks_and_reloads(tiny_data, tiny_
     from tfcascade.training.trainer import load_model
 
     metrics = json.loads((tiny_tarq_model_dir / "metrics.json").read_text())
-    assert metrics["stage_models"] == ["dssm", "tarq"]
+    assert metrics["stage_kinds"] == ["dssm", "tarq"] and metrics["codebook_reset_every"] == 2
     model = load_model(str(tiny_tarq_model_dir))
     assert isinstance(model.stage_models[1], TARQ)
     usage = metrics["tarq_utilisation"]
     assert len(usage) == model.stage_models[1].num_levels and all(0.0 < u <= 1.0 for u in usage)
-    assert json.loads((tiny_tarq_model_dir / "config.json").read_text())["stage_models"] == ["dssm", "tarq"]
-    with pytest.raises(ValueError, match="stage_models"):
+    assert json.loads((tiny_tarq_model_dir / "config.json").read_text())["spec"]["stage_kinds"] == ["dssm", "tarq"]
+    with pytest.raises(ValueError, match=r"stage_kinds\[1\]='transformer' is not a stage kind"):
         train(str(tiny_data), str(tmp_path / "bad"), stage_models=("dssm", "transformer"), verbose=0)
+
+
+def test_train_takes_a_spec_and_a_config_and_asks_every_stage_for_callbacks(tiny_data, tmp_path, monkeypatch):
+    from tfcascade.models.din import DIN
+    from tfcascade.training import load_model
+
+    batches = []
+
+    class _Recorder(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(batch)
+
+    seen = []
+
+    def din_callbacks(self, options):
+        seen.append(options)
+        return [_Recorder()]
+
+    monkeypatch.setattr(DIN, "training_callbacks", din_callbacks)
+    monkeypatch.setattr(DIN, "training_metrics", lambda self: {"din_report": self.name})
+    spec = CascadeSpec(("dssm", "din"), ("recall", "rank"), (25, 12), 5)
+    config = TrainConfig(loss="bce", batch_size=64, steps_per_epoch=2, seed=3)
+    metrics = train(str(tiny_data), str(tmp_path), config, spec, verbose=0)
+    assert seen == [config.to_dict()] and batches == [0, 1]  # the DIN stage's own callback ran
+    assert metrics["din_report"] == "rank_din" and "tarq_utilisation" not in metrics
+    assert (metrics["qs"], metrics["k"], metrics["stage_names"], metrics["stages"]) == ([25, 12], 5, ["recall", "rank"], 2)
+    assert {"recall_recall", "rank_ndcg"} <= set(metrics) and metrics["seed"] == 3 and metrics["loss"] == "bce"
+    assert load_model(str(tmp_path)).spec == spec
+    assert json.loads((tmp_path / "run.json").read_text())["identity"]["qs"] == [25, 12]
+    with pytest.raises(ValueError, match="preprocessed for stages=2, got stages=3"):
+        train(str(tiny_data), str(tmp_path / "three"), config, CascadeSpec.default(3))

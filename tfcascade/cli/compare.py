@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfcascade.cli.train import add_train_options, train_kwargs
+from tfcascade.cli.train import add_train_options, config_from_args, spec_from_args
 
 
 def add_parser(subparsers):
@@ -23,9 +23,8 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     losses = "all" if args.losses == "all" else [s.strip() for s in args.losses.split(",") if s.strip()]
-    kwargs = train_kwargs(args)
-    kwargs["verbose"] = 0
-    compare(args.data, args.out, losses=losses, seeds=args.seeds, resume=args.resume, **kwargs)
+    compare(args.data, args.out, losses=losses, seeds=args.seeds, config=config_from_args(args),
+            spec=spec_from_args(args), resume=args.resume, verbose=0)
     with open(f"{args.out}/compare.md") as fh:
         print(fh.read())
     return 0

@@ -12,7 +12,8 @@ def add_parser(subparsers):
     p.add_argument("--serving-dir", required=True, help="TF Serving model base folder")
     p.add_argument("--model-name", default="cascade")
     p.add_argument("--version", type=int, default=None, help="default: next integer")
-    p.add_argument("--k", type=int, default=10, help="items returned per request (1 ≤ k ≤ the last stage's q)")
+    p.add_argument("--k", type=int, default=None,
+                   help="items returned per request (1 ≤ k ≤ the last stage's q; default: the model's k)")
     p.add_argument("--items", default=None,
                    help="CSV of the corpus `recommend` serves (header: video_id, author_id, category_level_one, "
                         "category_level_two, upload_type; raw ids); default: the training examples' items")

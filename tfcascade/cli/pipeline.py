@@ -3,7 +3,7 @@
 ::
 
     tfcascade pipeline run --preset small --pipeline-root runs/p --serving-dir runs/serving \\
-        [--data RAW_DIR] [--min-joint-recall 0.15] [--loss lcron --stages 2 --epochs 1]
+        [--data RAW_DIR] [--min-joint-recall 0.15] [--loss lcron --stages 2 --qs 30,20 --epochs 1]
     tfcascade pipeline compile --kubeflow --output pipeline.json [--image IMAGE]
 
 TFX is imported only when a sub-command runs (``import tfcascade`` never loads it).
@@ -16,6 +16,8 @@ import json
 import os
 import sys
 from typing import Any
+
+from tfcascade.cli.train import add_spec_options, spec_from_args, usage_errors
 
 SIMULATED_MARKER = ".simulated"
 
@@ -43,9 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run_p.add_argument("--tolerance", type=float, default=None,
                        help="allowed drop below the latest blessed model's joint recall")
     run_p.add_argument("--loss", default="lcron", help="cascade loss (tfcascade.training)")
-    run_p.add_argument("--stages", type=int, default=2, choices=(2, 3))
+    add_spec_options(run_p)
     run_p.add_argument("--epochs", type=int, default=1)
-    run_p.add_argument("--batch-size", type=int, default=None)
+    run_p.add_argument("--batch-size", type=int, default=1024)
     run_p.add_argument("--train-steps", type=int, default=None, help="cap on steps per epoch")
     run_p.add_argument("--temperature", type=float, default=None)
     run_p.add_argument("--sampled-negatives", type=int, default=0,
@@ -62,7 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     comp_p.add_argument("--pipeline-root", default=None, help="cluster path (gs://...)")
     comp_p.add_argument("--serving-dir", default=None, help="cluster path (gs://...)")
     comp_p.add_argument("--loss", default="lcron")
-    comp_p.add_argument("--stages", type=int, default=2, choices=(2, 3))
+    add_spec_options(comp_p)
     comp_p.add_argument("--epochs", type=int, default=1)
     comp_p.add_argument("--min-joint-recall", type=float, default=None)
     parser.set_defaults(_pipeline_parser=parser)
@@ -91,13 +93,12 @@ def _run(args: argparse.Namespace) -> int:
     from tfcascade.pipelines import cascade_pipeline as cp
     from tfcascade.pipelines.local_runner import run_pipeline
 
+    spec = spec_from_args(args)
+    config = _config(args, seed=args.seed, batch_size=args.batch_size, temperature=args.temperature,
+                     steps_per_epoch=args.train_steps, sampled_negatives=args.sampled_negatives)
     data_dir = args.data or simulated_data(args.pipeline_root, args.preset, args.seed)
-    kwargs: dict[str, Any] = {
-        "loss": args.loss, "stages": args.stages, "epochs": args.epochs, "seed": args.seed,
-        "enable_cache": not args.no_cache, "temperature": args.temperature,
-        "train_steps": args.train_steps, "sampled_negatives": args.sampled_negatives,
-    }
-    for key in ("model_name", "pipeline_name", "min_joint_recall", "tolerance", "batch_size"):
+    kwargs: dict[str, Any] = {"spec": spec, "config": config, "enable_cache": not args.no_cache}
+    for key in ("model_name", "pipeline_name", "min_joint_recall", "tolerance"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     summary = run_pipeline(data_dir=data_dir, pipeline_root=args.pipeline_root,
@@ -150,10 +151,10 @@ def format_summary(summary, serving_dir: str, model_name: str) -> str:
 def _compile(args: argparse.Namespace) -> int:
     from tfcascade.pipelines import kubeflow_runner as kr
 
-    kwargs: dict[str, Any] = {"loss": args.loss, "stages": args.stages, "epochs": args.epochs}
+    kwargs: dict[str, Any] = {"spec": spec_from_args(args), "config": _config(args)}
     if args.min_joint_recall is not None:
         kwargs["min_joint_recall"] = args.min_joint_recall
-    spec = kr.compile_pipeline(
+    job = kr.compile_pipeline(
         args.output,
         data_dir=args.data or kr.DEFAULT_DATA,
         pipeline_root=args.pipeline_root or kr.DEFAULT_ROOT,
@@ -161,7 +162,7 @@ def _compile(args: argparse.Namespace) -> int:
         image=args.image or kr.DEFAULT_IMAGE,
         **kwargs,
     )
-    tasks = sorted(spec["pipelineSpec"]["root"]["dag"]["tasks"])
+    tasks = sorted(job["pipelineSpec"]["root"]["dag"]["tasks"])
     print(f"wrote {os.path.abspath(args.output)} ({len(tasks)} tasks: {', '.join(tasks)})")
     print("submit it to Vertex AI Pipelines:")
     print("  python -c \"from google.cloud import aiplatform as ai; ai.PipelineJob("
@@ -170,6 +171,14 @@ def _compile(args: argparse.Namespace) -> int:
     print(f"  python -c \"import kfp; kfp.Client(host=HOST).create_run_from_pipeline_package("
           f"'{args.output}')\"")
     return 0
+
+
+def _config(args: argparse.Namespace, **options: Any):
+    """The TrainConfig of ``--loss``, ``--epochs`` and ``options`` (UsageError naming a bad one)."""
+    from tfcascade.training import TrainConfig
+
+    with usage_errors({"steps_per_epoch": "--train-steps"}):
+        return TrainConfig.from_dict({"loss": args.loss, "epochs": args.epochs, **options})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tfcascade.models.spec import CascadeSpec
+    from tfcascade.training import TrainConfig
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_spec_options(p) -> None:
+    """The cascade's shape (``CascadeSpec``): --stages, --stage-models, --qs, --k."""
+    p.add_argument("--stages", type=int, default=2, choices=(2, 3))
+    p.add_argument("--stage-models", type=_names, default=None,
+                   help="stage kinds earliest first, e.g. dssm,tarq,din (default dssm,din / dssm,mlp,din)")
+    p.add_argument("--qs", type=_ints, default=None,
+                   help="items each stage keeps, e.g. 30,20 (default 30,20 / 40,30,20)")
+    p.add_argument("--k", type=int, default=None, help="ground-truth size K and items returned (default 10)")
 
 
 def add_train_options(p) -> None:
+    """``--data``, the spec's options and the ``TrainConfig`` options but loss and seed."""
     p.add_argument("--data", required=True, help="preprocessing output folder")
-    p.add_argument("--stages", type=int, default=2, choices=(2, 3))
+    add_spec_options(p)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=1e-2)
@@ -19,8 +44,6 @@ def add_train_options(p) -> None:
                    help="append this many negatives sampled from the batch's other items to each training list")
     p.add_argument("--negative-draw", default="items", choices=("items", "slots"),
                    help="sampled negatives: distinct items of the batch, or other requests' slots (DFTopK's code)")
-    p.add_argument("--stage-models", default=None,
-                   help="stage kinds earliest first, e.g. dssm,tarq,din (default dssm,din / dssm,mlp,din)")
 
 
 def add_parser(subparsers):
@@ -35,31 +58,72 @@ def add_parser(subparsers):
     return p
 
 
-def train_kwargs(args) -> dict:
-    return {"stages": args.stages, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "temperature": args.temperature, "embedding_dim": args.embedding_dim,
-            "steps_per_epoch": args.steps_per_epoch, "sampled_negatives": args.sampled_negatives,
-            "negative_draw": args.negative_draw,
-            "stage_models": [s.strip() for s in args.stage_models.split(",")] if args.stage_models else None}
+# Fields of CascadeSpec / TrainConfig whose command-line option has another name.
+_OPTION_NAMES = {"stage_kinds": "--stage-models"}
+
+
+def spec_from_args(args) -> CascadeSpec:
+    """The ``CascadeSpec`` of :func:`add_spec_options`' options.
+
+    Raises:
+      UsageError: naming the option and the problem.
+    """
+    from tfcascade.models.spec import CascadeSpec
+
+    with usage_errors():
+        return CascadeSpec.default(args.stages, stage_kinds=args.stage_models, qs=args.qs, k=args.k)
+
+
+def config_from_args(args, **options) -> TrainConfig:
+    """The ``TrainConfig`` of :func:`add_train_options`' options, and ``options``.
+
+    Raises:
+      UsageError: naming the option and the problem.
+    """
+    from tfcascade.training import TrainConfig
+
+    with usage_errors():
+        return TrainConfig.from_dict({
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "temperature": args.temperature,
+            "embedding_dim": args.embedding_dim, "steps_per_epoch": args.steps_per_epoch,
+            "sampled_negatives": args.sampled_negatives, "negative_draw": args.negative_draw, **options})
+
+
+@contextlib.contextmanager
+def usage_errors(option_names: dict[str, str] | None = None):
+    """A ValueError of CascadeSpec / TrainConfig as a UsageError, prefixed with the option it
+    names (its first word: ``--lr: lr must be …``).
+
+    Args:
+      option_names: field → option, where a command's option is not ``--<field>``.
+    """
+    import dataclasses
+
+    from tfcascade.cli.main import UsageError
+    from tfcascade.models.spec import CascadeSpec
+    from tfcascade.training import TrainConfig
+
+    try:
+        yield
+    except ValueError as err:
+        field = str(err).split(" ", 1)[0].split("[", 1)[0]
+        known = {f.name for cls in (CascadeSpec, TrainConfig) for f in dataclasses.fields(cls)} | {"stages"}
+        option = {**_OPTION_NAMES, **(option_names or {})}.get(field, "--" + field.replace("_", "-"))
+        raise UsageError(f"{option}: {err}" if field in known else str(err)) from None
 
 
 def run(args) -> int:
-    from tfcascade.cli.main import UsageError, require_folder
+    from tfcascade.cli.main import require_folder
 
     require_folder(args.data, "--data", "metadata.json", "tfcascade preprocess")
+    spec = spec_from_args(args)
+    config = config_from_args(args, loss=args.loss, seed=args.seed)
     from tfcascade.training import train
     from tfcascade.training.distribution import describe, strategy_from_environment
-    from tfcascade.training.trainer import validate_options
 
-    kwargs = train_kwargs(args)
-    try:
-        validate_options(**{k: kwargs[k] for k in ("epochs", "batch_size", "lr", "embedding_dim", "steps_per_epoch")})
-    except ValueError as err:
-        raise UsageError(f"--{str(err).split(' ', 1)[0].replace('_', '-')}: {err}") from None
     strategy = strategy_from_environment()  # before TensorFlow runs any op
     if strategy is not None:
         print(describe(strategy), file=sys.stderr, flush=True)
-    metrics = train(args.data, args.model_dir, loss=args.loss, seed=args.seed, restart=args.restart,
-                    strategy=strategy, **kwargs)
+    metrics = train(args.data, args.model_dir, config, spec, restart=args.restart, strategy=strategy)
     print(json.dumps(metrics, indent=2))
     return 0

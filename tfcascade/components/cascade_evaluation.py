@@ -139,9 +139,9 @@ def evaluate_cascade(
     *,
     model_uri: str,
     examples_uri: str,
-    k: int,
-    qs: Sequence[int],
     slice_features: Sequence[str],
+    k: int | None = None,
+    qs: Sequence[int] | None = None,
     batch_size: int = 256,
     split: str = "eval",
 ) -> dict[str, Any]:
@@ -150,8 +150,8 @@ def evaluate_cascade(
     Args:
       model_uri: the Trainer's Model artifact (the Keras cascade is in ``Format-Cascade/``).
       examples_uri: the RecFlowExampleGen's Examples artifact.
-      k, qs: ground-truth size and per-stage cuts.
       slice_features: user features to slice by (each one value per request).
+      k, qs: ground-truth size and per-stage cuts (default: the model's, its ``CascadeSpec``).
       batch_size: requests per scoring batch.
       split: which split to score.
 
@@ -168,6 +168,7 @@ def evaluate_cascade(
         raise ValueError(f"no {split!r} examples under examples_uri={examples_uri!r}")
     model = training.load_model(cascade_model_dir(model_uri))
     training.require_data(model, examples_uri, "JointRecallValidator")
+    qs, k = model.validate_cut(qs, k)
     collected: dict[str, list[np.ndarray]] = {}
     for features in data.make_dataset(files, batch_size=batch_size, shuffle=False):
         scores = stage_scores_of(model, features, len(qs))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from absl import logging
@@ -47,9 +48,10 @@ class JointRecallValidatorSpec(ComponentSpec):
     PARAMETERS = {
         "min_joint_recall": ExecutionParameter(type=float),
         "tolerance": ExecutionParameter(type=float),
-        "k": ExecutionParameter(type=int),
+        # Absent: the trained model's own (its CascadeSpec).
+        "k": ExecutionParameter(type=int, optional=True),
         # JSON lists (ExecutionParameter has no list type that compiles for Kubeflow V2).
-        "qs": ExecutionParameter(type=str),
+        "qs": ExecutionParameter(type=str, optional=True),
         "slice_features": ExecutionParameter(type=str),
         "batch_size": ExecutionParameter(type=int),
     }
@@ -94,8 +96,8 @@ class JointRecallValidatorExecutor(base_executor.BaseExecutor):
         metrics = evaluate_cascade(
             model_uri=model.uri,
             examples_uri=examples.uri,
-            k=int(exec_properties["k"]),
-            qs=json.loads(exec_properties["qs"]),
+            k=None if exec_properties.get("k") is None else int(exec_properties["k"]),
+            qs=json.loads(exec_properties["qs"]) if exec_properties.get("qs") else None,
             slice_features=json.loads(exec_properties["slice_features"]),
             batch_size=int(exec_properties["batch_size"]),
         )
@@ -161,8 +163,9 @@ class JointRecallValidator(base_component.BaseComponent):
       model: the Trainer's ``Model`` (``Format-Cascade/`` Keras cascade inside).
       min_joint_recall: absolute blessing threshold, in [0, 1].
       tolerance: allowed drop below the latest blessed model's joint recall, in [0, 1].
-      k: size of the ground-truth set (K).
-      qs: items each stage keeps, earliest stage first (e.g. ``(30, 20)``).
+      k: size of the ground-truth set (K); default: the trained model's (``CascadeSpec.k``).
+      qs: items each stage keeps, earliest stage first; default: the trained model's
+        (``CascadeSpec.qs``).
       slice_features: user features to slice the metrics by.
       baseline_model / baseline_blessing: the latest blessed model and its blessing
         (outputs of a ``LatestBlessedModelStrategy`` resolver); optional.
@@ -178,8 +181,8 @@ class JointRecallValidator(base_component.BaseComponent):
         model: types.BaseChannel,
         min_joint_recall: float,
         tolerance: float = 0.01,
-        k: int = 10,
-        qs: tuple[int, ...] | list[int] = (30, 20),
+        k: int | None = None,
+        qs: Sequence[int] | None = None,
         slice_features: tuple[str, ...] | list[str] = DEFAULT_SLICE_FEATURES,
         baseline_model: types.BaseChannel | None = None,
         baseline_blessing: types.BaseChannel | None = None,
@@ -187,13 +190,13 @@ class JointRecallValidator(base_component.BaseComponent):
     ):
         # Checked here so that a bad value fails when the pipeline is built, not hours later.
         bl.decide_blessing(0.0, min_joint_recall, None, tolerance)
-        qs = [int(q) for q in qs]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"k must be a positive integer, got k={k!r}")
-        if not qs or any(q < k for q in qs) or any(a < b for a, b in zip(qs[:-1], qs[1:], strict=True)):
-            raise ValueError(
-                f"qs must be non-increasing and each >= k={k}, got qs={qs!r}"
-            )
+        if qs is not None:
+            qs = [int(q) for q in qs]
+            least = k or 1
+            if not qs or any(q < least for q in qs) or any(a < b for a, b in zip(qs[:-1], qs[1:], strict=True)):
+                raise ValueError(f"qs must be non-increasing and each >= k={least}, got qs={qs!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got batch_size={batch_size!r}")
         super().__init__(
@@ -205,7 +208,7 @@ class JointRecallValidator(base_component.BaseComponent):
                 min_joint_recall=float(min_joint_recall),
                 tolerance=float(tolerance),
                 k=k,
-                qs=json.dumps(qs),
+                qs=None if qs is None else json.dumps(qs),
                 slice_features=json.dumps(list(slice_features)),
                 batch_size=batch_size,
                 evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),

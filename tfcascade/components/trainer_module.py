@@ -2,7 +2,9 @@
 
 Wired into the Trainer as ``run_fn="tfcascade.components.trainer_module.run_fn"`` (an importable module,
 so no user-code wheel is built per run). Everything about the model comes from the Trainer's
-``custom_config`` (see :data:`DEFAULTS`); ``train_args.num_steps`` caps the steps per epoch.
+``custom_config``: ``{"train": TrainConfig.to_dict(), "spec": CascadeSpec.get_config()}``
+(:func:`custom_config`; either may be left out for the defaults); ``train_args.num_steps`` caps
+the steps per epoch when the TrainConfig does not.
 
 Model artifact layout::
 
@@ -20,26 +22,18 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from absl import logging
 
-CASCADE_MODEL_DIR = "Format-Cascade"
+if TYPE_CHECKING:
+    from tfcascade.models.spec import CascadeSpec
+    from tfcascade.training import TrainConfig
 
-# custom_config keys and their defaults (the arguments of tfcascade.training.train).
-DEFAULTS: dict[str, Any] = {
-    "loss": "lcron",
-    "stages": 2,
-    "epochs": 1,
-    "batch_size": 1024,
-    "lr": 1e-2,
-    "temperature": None,
-    "seed": 0,
-    "loss_options": None,
-    "sampled_negatives": 0,
-    "k": 10,
-    "qs": None,
-}
+CASCADE_MODEL_DIR = "Format-Cascade"
+# custom_config keys: the TrainConfig, the CascadeSpec; code_fingerprint only takes part in the
+# pipeline's cache key.
+TRAIN_KEY, SPEC_KEY, CODE_FINGERPRINT_KEY = "train", "spec", "code_fingerprint"
 
 
 def cascade_model_dir(model_uri: str) -> str:
@@ -67,24 +61,31 @@ def _expand(patterns: list[str]) -> list[str]:
     return files
 
 
-def resolve_config(custom_config: dict[str, Any] | None) -> dict[str, Any]:
-    """``DEFAULTS`` updated with ``custom_config``; unknown keys are an error.
+def custom_config(config: TrainConfig, spec: CascadeSpec, code_fingerprint: str | None = None) -> dict[str, Any]:
+    """The Trainer's ``custom_config`` that makes :func:`run_fn` train ``spec`` with ``config``."""
+    out: dict[str, Any] = {TRAIN_KEY: config.to_dict(), SPEC_KEY: spec.get_config()}
+    if code_fingerprint is not None:
+        out[CODE_FINGERPRINT_KEY] = code_fingerprint
+    return out
+
+
+def resolve_config(custom_config: dict[str, Any] | None) -> tuple[TrainConfig, CascadeSpec]:
+    """The TrainConfig and CascadeSpec of a Trainer's ``custom_config`` (:func:`custom_config`).
 
     Raises:
-      ValueError: a key of ``custom_config`` is not one of ``DEFAULTS`` (or ``code_fingerprint``,
-        which only takes part in the pipeline's cache key).
+      ValueError: a key of ``custom_config`` is not ``train``, ``spec`` or ``code_fingerprint``,
+        or one of the two is invalid (naming the key and value).
     """
-    config = dict(DEFAULTS)
+    from tfcascade.models.spec import CascadeSpec
+    from tfcascade.training import TrainConfig
+
+    known = (TRAIN_KEY, SPEC_KEY, CODE_FINGERPRINT_KEY)
     for key, value in (custom_config or {}).items():
-        if key == "code_fingerprint":
-            continue
-        if key not in DEFAULTS:
-            raise ValueError(
-                f"unknown Trainer custom_config key {key!r} (value {value!r}); known keys: "
-                f"{sorted(DEFAULTS)}"
-            )
-        config[key] = value
-    return config
+        if key not in known:
+            raise ValueError(f"unknown Trainer custom_config key {key!r} (value {value!r}); known keys: {list(known)}")
+    config = TrainConfig.from_dict((custom_config or {}).get(TRAIN_KEY) or {})
+    spec = (custom_config or {}).get(SPEC_KEY)
+    return config, CascadeSpec.from_config(spec) if spec else CascadeSpec.default()
 
 
 def run_fn(fn_args) -> None:
@@ -94,41 +95,28 @@ def run_fn(fn_args) -> None:
       fn_args: ``tfx.components.FnArgs``; uses ``train_files``, ``eval_files``,
         ``serving_model_dir``, ``model_run_dir``, ``train_steps`` and ``custom_config``.
     """
+    import dataclasses
+
     from tfcascade import training
     from tfcascade.data import load_vocabularies
     from tfcascade.serving.export import default_warmup_requests, write_saved_model
     from tfcascade.serving.item_table import items_from_examples
 
-    config = resolve_config(fn_args.custom_config)
+    config, spec = resolve_config(fn_args.custom_config)
+    if config.steps_per_epoch is None and fn_args.train_steps:
+        config = dataclasses.replace(config, steps_per_epoch=int(fn_args.train_steps))
     data_dir = _split_root(fn_args.train_files, "train")
     model_uri = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     model_dir = cascade_model_dir(model_uri)
-    logging.info("Training the cascade on %s with %s", data_dir, json.dumps(config))
-    result = training.train(
-        data_dir,
-        model_dir,
-        loss=config["loss"],
-        stages=int(config["stages"]),
-        epochs=int(config["epochs"]),
-        batch_size=int(config["batch_size"]),
-        lr=float(config["lr"]),
-        temperature=config["temperature"],
-        seed=int(config["seed"]),
-        loss_options=config["loss_options"],
-        train_files=_expand(fn_args.train_files),
-        eval_files=_expand(fn_args.eval_files),
-        steps_per_epoch=fn_args.train_steps,
-        sampled_negatives=int(config["sampled_negatives"]),
-    )
+    logging.info("Training the cascade %s on %s with %s", spec, data_dir, config)
+    result = training.train(data_dir, model_dir, config, spec, train_files=_expand(fn_args.train_files),
+                            eval_files=_expand(fn_args.eval_files))
     model = training.load_model(model_dir)
-    qs = config["qs"]
     vocabularies = load_vocabularies(data_dir)
     write_saved_model(
         model,
         fn_args.serving_model_dir,
         os.path.join(data_dir, "vocab"),
-        k=int(config["k"]),
-        qs=tuple(qs) if qs else None,
         warmup_requests=default_warmup_requests(_expand(fn_args.eval_files), vocabularies),
         items=items_from_examples(_expand(fn_args.train_files), vocabularies),
     )
@@ -136,7 +124,8 @@ def run_fn(fn_args) -> None:
 
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "train_result.json"), "w") as f:
-        f.write(json.dumps({"config": config, "result": result}, indent=1, default=str))
+        f.write(json.dumps({"config": config.to_dict(), "spec": spec.get_config(), "result": result},
+                           indent=1, default=str))
     _copy_tensorboard_logs(model_dir, fn_args.model_run_dir)
     logging.info("Serving model written to %s", fn_args.serving_model_dir)
 

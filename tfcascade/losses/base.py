@@ -20,7 +20,8 @@ import tensorflow as tf
 from tfcascade._keras import keras, no_output_mask
 from tfcascade.metrics.streaming import ground_truth_tf
 
-DEFAULT_QS = {2: (30, 20), 3: (40, 30, 20)}
+DEFAULT_QS = {2: (30, 20), 3: (40, 30, 20)}  # the cuts q_t of LCRON's setup (arXiv 2503.09492)
+DEFAULT_STAGE_NAMES = {2: ("retrieval", "ranking"), 3: ("retrieval", "prerank", "ranking")}
 
 
 def masked_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:

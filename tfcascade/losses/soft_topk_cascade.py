@@ -19,10 +19,14 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfcascade.losses.base import CascadeLoss, bce_on_probabilities, bce_with_logits, positive_ints
+from tfcascade.losses.base import (
+    DEFAULT_STAGE_NAMES,
+    CascadeLoss,
+    bce_on_probabilities,
+    bce_with_logits,
+    positive_ints,
+)
 from tfcascade.losses.uncertainty import UncertaintyWeighting
-
-STAGE_NAMES = {2: ("retrieval", "ranking"), 3: ("retrieval", "prerank", "ranking")}
 
 
 class SoftTopKCascadeLoss(CascadeLoss):
@@ -41,7 +45,7 @@ class SoftTopKCascadeLoss(CascadeLoss):
         super().__init__(stages=stages, k=k, stage_qs=stage_qs, **kwargs)
         self.e2e_qs = positive_ints("e2e_qs", (self.k,) * stages if e2e_qs is None else e2e_qs, stages)
         (self.single_q,) = positive_ints("single_q", [self.k if single_q is None else single_q])
-        self.names = STAGE_NAMES[stages]
+        self.names = DEFAULT_STAGE_NAMES[stages]
         self.uwl = UncertaintyWeighting([f"single_{n}" for n in self.names], name="uwl")
 
     def membership(self, scores: tf.Tensor, q: int, weights: tf.Tensor) -> tf.Tensor:  # pragma: no cover

@@ -11,8 +11,11 @@ corpus instead of a candidate list: the two-tower retrieval stage scores every c
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -20,18 +23,15 @@ import tensorflow_recommenders as tfrs
 from tfcascade import features as F
 from tfcascade._keras import keras
 from tfcascade.losses import registry
-from tfcascade.losses.base import DEFAULT_QS
 from tfcascade.metrics import NDCG, JointRecall, StageRecall
-from tfcascade.models.din import DIN
-from tfcascade.models.dssm import DSSM
-from tfcascade.models.mlp import MLPPreranker
-from tfcascade.models.tarq import TARQ
+from tfcascade.models.spec import DEFAULT_STAGE_KINDS, STAGE_CLASSES, CascadeSpec
+from tfcascade.models.stage import StageModel
 from tfcascade.ops.brute_force_topk import CHUNK_SIZE, brute_force_top_k
-from tfcascade.ops.cascade_select import check_qs, survivor_cascade
+from tfcascade.ops.cascade_select import survivor_cascade
 
-STAGE_CLASSES = {"dssm": DSSM, "mlp": MLPPreranker, "din": DIN, "tarq": TARQ}
-DEFAULT_STAGES = {2: ("dssm", "din"), 3: ("dssm", "mlp", "din")}
-STAGE_NAMES = {2: ("retrieval", "ranking"), 3: ("retrieval", "prerank", "ranking")}
+# The keys of get_config(); a config.json written before CascadeSpec had these instead of "spec".
+CONFIG_KEYS = ("vocab_sizes", "embedding_dim", "spec", "loss", "loss_options", "data_fingerprint")
+LEGACY_SPEC_KEYS = ("stages", "stage_models", "qs", "k")
 
 
 class CascadeModel(tfrs.models.Model):
@@ -39,36 +39,60 @@ class CascadeModel(tfrs.models.Model):
 
     Args:
       stages: the stage models, earliest first (each ``call(features) -> [B, n]``).
+      spec: the cascade's stage kinds, names, cuts qs and k (:class:`CascadeSpec`); default
+        ``CascadeSpec.default(len(stages))`` with the kind of each ``StageModel`` given. A
+        ``StageModel`` whose kind differs from the spec's is refused.
       loss: a loss name (``tfcascade.losses.names()``) or a ``CascadeLoss``.
       loss_options: options of the named loss (e.g. ``{"temperature": 50}``).
-      qs: how many items each stage keeps at inference (default (30, 20) / (40, 30, 20)).
-      k: the ground-truth size K and the number of items ``select`` returns.
+      data_fingerprint: the fingerprint of the preprocessing the model is for
+        (``tfcascade.data.fingerprint``); kept in the config so that other data is refused.
     """
 
-    def __init__(self, stages: Sequence[keras.Model], loss="lcron", loss_options: Mapping | None = None,
-                 qs: Sequence[int] | None = None, k: int = 10, **kwargs):
+    def __init__(self, stages: Sequence[keras.Model], spec: CascadeSpec | None = None, loss="lcron",
+                 loss_options: Mapping | None = None, data_fingerprint: str | None = None, **kwargs):
         super().__init__(**kwargs)
         n = len(stages)
         if n not in (2, 3):
             raise ValueError(f"a cascade has 2 or 3 stages, got {n}")
+        if spec is None:
+            spec = CascadeSpec.default(n, stage_kinds=[getattr(stage, "kind", default) for stage, default
+                                                       in zip(stages, DEFAULT_STAGE_KINDS[n])])
+        if spec.num_stages != n:
+            raise ValueError(f"spec has {spec.num_stages} stages but {n} stage models were given")
+        for i, (stage, kind) in enumerate(zip(stages, spec.stage_kinds)):
+            if getattr(stage, "kind", kind) != kind:
+                raise ValueError(f"spec.stage_kinds[{i}]={kind!r} but stage {i} is a {type(stage).__name__} "
+                                 f"(kind {stage.kind!r})")
+        self.spec = spec
         self.stage_models = list(stages)
-        self.qs = tuple(int(q) for q in (qs or DEFAULT_QS[n]))
-        if len(self.qs) != n:
-            raise ValueError(f"qs needs one value per stage ({n}), got qs={self.qs}")
-        self.k = int(k)
-        self.stage_names = STAGE_NAMES[n]
-        self.loss_name = loss if isinstance(loss, str) else type(loss).__name__
+        self.data_fingerprint = data_fingerprint
+        self.loss_name = loss if isinstance(loss, str) else None
         self.loss_options = dict(loss_options or {})
-        self.cascade_loss = (registry.get(loss, stages=n, k=self.k, stage_qs=self.qs, **self.loss_options)
+        self.cascade_loss = (registry.get(loss, stages=n, k=spec.k, stage_qs=spec.qs, **self.loss_options)
                              if isinstance(loss, str) else loss)
         if self.cascade_loss.stages != n:
             raise ValueError(f"loss is for {self.cascade_loss.stages} stages but the cascade has {n}")
-        self.joint_recall = JointRecall(self.k, self.qs, name="joint_recall")
+        self.joint_recall = JointRecall(spec.k, spec.qs, name="joint_recall")
         self.stage_metrics = []
-        for name, q in zip(self.stage_names, self.qs):
-            for metric in (StageRecall(self.k, q, name=f"{name}_recall"), NDCG(self.k, name=f"{name}_ndcg")):
+        for name, q in zip(spec.stage_names, spec.qs):
+            for metric in (StageRecall(spec.k, q, name=f"{name}_recall"), NDCG(spec.k, name=f"{name}_ndcg")):
                 setattr(self, f"{metric.name}_metric", metric)  # attributes are what Keras tracks
                 self.stage_metrics.append(metric)
+
+    @property
+    def qs(self) -> tuple[int, ...]:
+        """How many items each stage keeps (``spec.qs``)."""
+        return self.spec.qs
+
+    @property
+    def k(self) -> int:
+        """The ground-truth size K and the number of items ``select`` returns (``spec.k``)."""
+        return self.spec.k
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The stages' names (``spec.stage_names``)."""
+        return self.spec.stage_names
 
     def stage_scores(self, features: Mapping[str, tf.Tensor], training: bool = False) -> list[tf.Tensor]:
         """Each stage's scores ``[B, n]`` on the whole list, earliest stage first."""
@@ -206,57 +230,130 @@ class CascadeModel(tfrs.models.Model):
         return [lambda f, stage=stage: stage(f, training=False) for stage in self.stage_models[1:]]
 
     def validate_cut(self, qs: Sequence[int] | None = None, k: int | None = None) -> tuple[tuple[int, ...], int]:
-        """``(qs, k)`` defaulted to the model's and checked: one positive, non-increasing q per
-        stage and 0 < k ≤ q_T; raises ValueError naming the bad value."""
-        qs = tuple(int(q) for q in (qs or self.qs))
-        k = int(self.k if k is None else k)
-        if len(qs) != len(self.stage_models):
-            raise ValueError(f"qs needs one value per stage ({len(self.stage_models)}), got qs={list(qs)}")
-        check_qs(qs)
-        if not 0 < k <= qs[-1]:
-            raise ValueError(f"k must be in 1..{qs[-1]} (the last stage's q), got k={k}")
-        return qs, k
+        """``(qs, k)`` defaulted to the model's and checked as a :class:`CascadeSpec` checks them:
+        one positive, non-increasing q per stage and 0 < k ≤ q_T; raises ValueError naming the
+        bad value."""
+        cut = dataclasses.replace(self.spec, qs=tuple(qs or self.qs), k=self.k if k is None else k)
+        return cut.qs, cut.k
 
-    def config(self) -> dict:
-        """What ``build_cascade`` needs to rebuild this model."""
-        return dict(self._build_config)
+    def training_callbacks(self, options: Mapping[str, Any]) -> list[keras.callbacks.Callback]:
+        """The Keras callbacks the stages need during ``fit`` (``StageModel.training_callbacks``)."""
+        return [callback for stage in self.stage_models if isinstance(stage, StageModel)
+                for callback in stage.training_callbacks(options)]
+
+    def training_metrics(self) -> dict[str, Any]:
+        """What the stages report once training ends (``StageModel.training_metrics``; the
+        earliest stage wins a key two stages report)."""
+        out: dict[str, Any] = {}
+        for stage in self.stage_models:
+            if isinstance(stage, StageModel):
+                for key, value in stage.training_metrics().items():
+                    out.setdefault(key, value)
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        """What rebuilds this cascade, as JSON values: ``build_cascade(**config)`` and
+        :meth:`from_config` give a model of the same spec, loss, options and vocabularies
+        (initial weights; restore trained ones with ``tf.train.Checkpoint``).
+
+        Returns:
+          ``{"vocab_sizes", "embedding_dim", "spec": CascadeSpec.get_config(), "loss",
+          "loss_options", "data_fingerprint"}``.
+
+        Raises:
+          NotImplementedError: the cascade is not one ``build_cascade`` builds: a stage that is
+            not a ``StageModel`` or has other than its default options, stages of different
+            vocabularies or embedding widths, or a loss given as an object.
+        """
+        stages = self.stage_models
+        for i, stage in enumerate(stages):
+            if not isinstance(stage, StageModel):
+                raise NotImplementedError(f"stage {i} ({type(stage).__name__}) is not a StageModel: this cascade "
+                                          "has no config (build it with build_cascade)")
+            options = _non_default_options(stage)
+            if options:
+                raise NotImplementedError(f"stage {i} ({type(stage).__name__}) has non-default options {options}: "
+                                          "build_cascade cannot rebuild it from a config")
+            if stage.vocab_sizes != stages[0].vocab_sizes or stage.embedding_dim != stages[0].embedding_dim:
+                raise NotImplementedError(f"stage {i} has other vocab_sizes or embedding_dim than stage 0: "
+                                          "build_cascade cannot rebuild it from a config")
+        if self.loss_name is None:
+            raise NotImplementedError(f"the loss is a {type(self.cascade_loss).__name__} object, not a name: "
+                                      "build_cascade cannot rebuild it from a config")
+        return {"vocab_sizes": dict(stages[0].vocab_sizes), "embedding_dim": stages[0].embedding_dim,
+                "spec": self.spec.get_config(), "loss": self.loss_name, "loss_options": dict(self.loss_options),
+                "data_fingerprint": self.data_fingerprint}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], custom_objects=None) -> CascadeModel:
+        """The cascade of a :meth:`get_config` dict (also one of a ``config.json`` written before
+        ``CascadeSpec``, whose shape was in ``stages``, ``stage_models``, ``qs`` and ``k``).
+
+        Raises:
+          ValueError: a key is unknown or a value invalid (naming it).
+        """
+        config = dict(config)
+        if "spec" not in config:
+            legacy = {key: config.pop(key) for key in LEGACY_SPEC_KEYS if key in config}
+            config["spec"] = CascadeSpec.default(int(legacy.get("stages", 2)), stage_kinds=legacy.get("stage_models"),
+                                                 qs=legacy.get("qs"), k=legacy.get("k"))
+        unknown = sorted(set(config) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"unknown CascadeModel config key {unknown[0]!r} (value {config[unknown[0]]!r}); "
+                             f"known keys: {list(CONFIG_KEYS)}")
+        return build_cascade(**config)
 
     def save_config(self, path: str) -> None:
+        """Writes :meth:`get_config` as JSON (``config.json`` of a trained model)."""
         with tf.io.gfile.GFile(path, "w") as fh:
-            fh.write(json.dumps(self.config(), indent=2, sort_keys=True) + "\n")
+            fh.write(json.dumps(self.get_config(), indent=2, sort_keys=True) + "\n")
 
 
-def build_cascade(metadata_or_vocab_sizes: Mapping, stages: int = 2, loss="lcron", embedding_dim: int = 8,
-                  loss_options: Mapping | None = None, qs: Sequence[int] | None = None, k: int = 10,
-                  stage_models: Sequence[str] | None = None, seed: int | None = None,
-                  data_fingerprint: str | None = None) -> CascadeModel:
-    """Builds a cascade from preprocessing metadata (or a vocab-size dict).
+def _non_default_options(stage: StageModel) -> dict[str, Any]:
+    """The entries of ``stage.get_config()`` beyond vocabularies, width and name that differ
+    from the defaults of its class' constructor."""
+    defaults = inspect.signature(type(stage).__init__).parameters
+    as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731  (tuples and lists compare equal)
+    config = {key: as_json(value) for key, value in stage.get_config().items()
+              if key not in ("vocab_sizes", "embedding_dim", "name")}
+    return {key: value for key, value in config.items()
+            if key not in defaults or value != as_json(defaults[key].default)}
+
+
+def build_cascade(vocab_sizes: Mapping, spec: CascadeSpec | Mapping | None = None, *, loss="lcron",
+                  embedding_dim: int = 8, loss_options: Mapping | None = None, seed: int | None = None,
+                  data_fingerprint: str | None = None, stages: int | None = None) -> CascadeModel:
+    """Builds a cascade of the stage models ``spec`` names.
+
+    ``build_cascade(**model.get_config())`` rebuilds ``model`` (:meth:`CascadeModel.get_config`).
 
     Args:
-      metadata_or_vocab_sizes: ``load_metadata(out_dir)`` or ``{feature: size}``; metadata's
-        ``fingerprint`` becomes the model's ``data_fingerprint``
-        (``tfcascade.data.fingerprint``).
-      stages: 2 (DSSM → DIN) or 3 (DSSM → MLP → DIN).
-      loss, loss_options, qs, k: see :class:`CascadeModel`.
-      stage_models: stage kinds (``dssm``, ``mlp``, ``din``, ``tarq``), default by ``stages``;
-        e.g. ``("dssm", "tarq", "din")`` puts TARQ in the pre-ranking slot.
+      vocab_sizes: ``{feature: size}``, or preprocessing metadata (``load_metadata(out_dir)``)
+        holding them as ``vocab_sizes``; the metadata's ``fingerprint`` becomes the model's
+        ``data_fingerprint`` (``tfcascade.data.fingerprint``).
+      spec: the cascade's shape: a :class:`CascadeSpec` or its ``get_config()`` dict (default:
+        ``CascadeSpec.default(stages or 2)``); e.g. ``CascadeSpec.default(3, stage_kinds=("dssm",
+        "tarq", "din"))`` puts TARQ in the pre-ranking slot.
+      loss, loss_options, data_fingerprint: see :class:`CascadeModel`.
+      embedding_dim: width of every stage's feature embeddings.
       seed: seeds the weight initialisation.
-      data_fingerprint: the fingerprint of the preprocessing the model is for (default: the
-        metadata's); kept in ``config()`` so that other data is refused.
+      stages: shorthand for ``spec=CascadeSpec.default(stages)``.
+
+    Raises:
+      ValueError: naming a bad value (spec, stages, loss name or options).
     """
-    if stages not in (2, 3):
-        raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
-    vocab = dict(metadata_or_vocab_sizes.get("vocab_sizes", metadata_or_vocab_sizes))
-    kinds = tuple(stage_models or DEFAULT_STAGES[stages])
-    if len(kinds) != stages or any(kind not in STAGE_CLASSES for kind in kinds):
-        raise ValueError(f"stage_models must be {stages} of {sorted(STAGE_CLASSES)}, got {kinds}")
+    if isinstance(spec, Mapping):
+        spec = CascadeSpec.from_config(spec)
+    elif spec is not None and not isinstance(spec, CascadeSpec):
+        raise TypeError(f"spec must be a CascadeSpec or its config dict, got spec={spec!r}")
+    if spec is None:
+        spec = CascadeSpec.default(2 if stages is None else stages)
+    elif stages is not None and stages != spec.num_stages:
+        raise ValueError(f"stages={stages!r} contradicts the spec's {spec.num_stages} stages")
+    vocab = dict(vocab_sizes.get("vocab_sizes", vocab_sizes))
     if seed is not None:
         keras.utils.set_random_seed(seed)
     models = [STAGE_CLASSES[kind](vocab, embedding_dim, name=f"{name}_{kind}")
-              for kind, name in zip(kinds, STAGE_NAMES[stages])]
-    model = CascadeModel(models, loss=loss, loss_options=loss_options, qs=qs, k=k)
-    model._build_config = {"vocab_sizes": vocab, "stages": stages, "loss": loss, "embedding_dim": embedding_dim,
-                           "loss_options": dict(loss_options or {}), "qs": list(model.qs), "k": model.k,
-                           "stage_models": list(kinds),
-                           "data_fingerprint": data_fingerprint or metadata_or_vocab_sizes.get("fingerprint")}
-    return model
+              for kind, name in zip(spec.stage_kinds, spec.stage_names)]
+    return CascadeModel(models, spec, loss=loss, loss_options=loss_options,
+                        data_fingerprint=data_fingerprint or vocab_sizes.get("fingerprint"))

@@ -15,16 +15,19 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.layers.feature_embeddings import broadcast_to_items, mlp
+from tfcascade.layers.feature_embeddings import FeatureEmbeddings, broadcast_to_items, mlp
 from tfcascade.layers.target_attention import TargetAttention
 from tfcascade.models.stage import StageModel
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")
 class DIN(StageModel):
+    kind = "din"
+
     def __init__(self, vocab_sizes, embedding_dim: int = 8, hidden: Sequence[int] = (128, 128, 32),
                  attention_hidden: int = 16, **kwargs):
         super().__init__(vocab_sizes, embedding_dim, **kwargs)
+        self.embeddings = FeatureEmbeddings(self.vocab_sizes, self.embedding_dim, name="embeddings")
         self.hidden = [int(u) for u in hidden]
         self.attention_hidden = int(attention_hidden)
         self.attention = TargetAttention(self.attention_hidden, name="target_attention")

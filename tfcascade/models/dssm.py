@@ -14,14 +14,17 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.layers.feature_embeddings import mlp
+from tfcascade.layers.feature_embeddings import FeatureEmbeddings, mlp
 from tfcascade.models.stage import StageModel
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")
 class DSSM(StageModel):
+    kind = "dssm"
+
     def __init__(self, vocab_sizes, embedding_dim: int = 8, towers: Sequence[int] = (128, 64, 32), **kwargs):
         super().__init__(vocab_sizes, embedding_dim, **kwargs)
+        self.embeddings = FeatureEmbeddings(self.vocab_sizes, self.embedding_dim, name="embeddings")
         self.towers = [int(u) for u in towers]
         self.user_tower = mlp(self.towers, "user_tower")
         self.item_tower = mlp(self.towers, "item_tower")

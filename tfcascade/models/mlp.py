@@ -10,14 +10,17 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfcascade._keras import keras
-from tfcascade.layers.feature_embeddings import broadcast_to_items, mlp
+from tfcascade.layers.feature_embeddings import FeatureEmbeddings, broadcast_to_items, mlp
 from tfcascade.models.stage import StageModel
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")
 class MLPPreranker(StageModel):
+    kind = "mlp"
+
     def __init__(self, vocab_sizes, embedding_dim: int = 8, hidden: Sequence[int] = (128, 64), **kwargs):
         super().__init__(vocab_sizes, embedding_dim, **kwargs)
+        self.embeddings = FeatureEmbeddings(self.vocab_sizes, self.embedding_dim, name="embeddings")
         self.hidden = [int(u) for u in hidden]
         self.scorer = mlp(self.hidden + [1], "scorer")
 

@@ -24,8 +24,9 @@ O(L·C·H·d) for the cache plus O(N·L·d) for the candidates, instead of O(N·
 The codebooks are learned with the VQ-VAE objective per level (codebook term plus β-weighted
 commitment, straight-through estimator for the quantised output), usage is tracked with an
 exponential moving average, and dead codes (usage below a threshold) can be re-seeded from
-recent residuals (``ResidualQuantizer.reset_dead_codes`` / ``training.callbacks.CodebookMonitor``) or the whole
-codebook refreshed by residual k-means (``fit_kmeans``).
+recent residuals (``ResidualQuantizer.reset_dead_codes``) or the whole codebook refreshed by
+residual k-means (``fit_kmeans``); during ``fit`` the :class:`CodebookMonitor` that
+``TARQ.training_callbacks`` returns does both.
 
 As a cascade stage, ``TARQ`` reads the feature dicts of ``tfcascade.features`` (user features
 ``[B]``, ``hist_video_id`` / ``hist_author_id`` ``[B, 50]``, item features ``[B, n]``, id 0 =
@@ -35,19 +36,26 @@ padding) and returns scores ``[B, n]``. History ids share the item embedding tab
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
 from tfcascade._keras import keras
 from tfcascade.features import HISTORY_FEATURES, HISTORY_TO_ITEM, ITEM_FEATURES, USER_FEATURES
 from tfcascade.layers.residual_quantizer import ResidualQuantizer
+from tfcascade.models.stage import StageModel
 
 SCORERS = ("dot", "mlp")
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")
-class TARQ(keras.Model):
+class TARQ(StageModel):
     """TARQ pre-ranking stage: ``call(features, training=False) -> scores [B, n]``.
+
+    Its training needs a :class:`CodebookMonitor` (:meth:`training_callbacks`) and it reports
+    its codebook utilisation per level as ``tarq_utilisation`` (:meth:`training_metrics`).
 
     Args:
       vocab_sizes: vocabulary size (ids ``0 .. size-1``, 0 = padding) of every feature in
@@ -60,10 +68,11 @@ class TARQ(keras.Model):
       mlp_units: hidden sizes of the ``"mlp"`` scorer.
     """
 
+    kind = "tarq"
+
     def __init__(self, vocab_sizes: dict, embedding_dim: int = 8, dim: int = 32,
                  num_levels: int = 3, codebook_size: int = 64, commitment: float = 0.25,
                  scorer: str = "mlp", mlp_units: tuple[int, ...] = (64, 32), **kwargs):
-        super().__init__(**kwargs)
         missing = [f for f in USER_FEATURES + ITEM_FEATURES if f not in vocab_sizes]
         if missing:
             raise ValueError(f"vocab_sizes is missing {missing}; got keys {sorted(vocab_sizes)}")
@@ -72,8 +81,8 @@ class TARQ(keras.Model):
             raise ValueError(f"vocab_sizes must be integers >= 2 (0 is padding), got {bad}")
         if scorer not in SCORERS:
             raise ValueError(f"scorer must be one of {SCORERS}, got scorer={scorer!r}")
-        self.vocab_sizes = {k: int(v) for k, v in vocab_sizes.items()}
-        self.embedding_dim, self.dim, self.scorer = int(embedding_dim), int(dim), scorer
+        super().__init__(vocab_sizes, embedding_dim, **kwargs)
+        self.dim, self.scorer = int(dim), scorer
         self.num_levels, self.codebook_size, self.commitment = int(num_levels), int(codebook_size), float(commitment)
         self.mlp_units = tuple(int(u) for u in mlp_units)
         self.embeddings = {
@@ -136,11 +145,61 @@ class TARQ(keras.Model):
         user, cache = self.user_cache(features)
         return self.score_codes(user, cache, items, tf.stop_gradient(codes))
 
+    def training_callbacks(self, options: Mapping[str, Any]) -> list[keras.callbacks.Callback]:
+        """A :class:`CodebookMonitor` of the quantizer: residual k-means after the first batch,
+        dead codes re-seeded every ``options["codebook_reset_every"]`` batches, seeded by
+        ``options["seed"]``."""
+        return [CodebookMonitor(self.quantizer, every=int(options["codebook_reset_every"]),
+                                seed=int(options["seed"]))]
+
+    def training_metrics(self) -> dict[str, Any]:
+        """``tarq_utilisation``: the fraction of live codes of each codebook level."""
+        return {"tarq_utilisation": [float(u) for u in self.quantizer.utilisation()]}
+
     def get_config(self) -> dict:
-        return {"vocab_sizes": self.vocab_sizes, "embedding_dim": self.embedding_dim,
-                "dim": self.dim, "num_levels": self.num_levels, "codebook_size": self.codebook_size,
-                "commitment": self.commitment, "scorer": self.scorer,
-                "mlp_units": list(self.mlp_units), "name": self.name}
+        return {**super().get_config(), "dim": self.dim, "num_levels": self.num_levels,
+                "codebook_size": self.codebook_size, "commitment": self.commitment, "scorer": self.scorer,
+                "mlp_units": list(self.mlp_units)}
+
+
+class CodebookMonitor(keras.callbacks.Callback):
+    """Keeps the codebooks of a ``ResidualQuantizer`` alive during ``fit``.
+
+    After the first training batch (optionally) fits all codebooks by residual k-means on the
+    batch's item vectors; every ``every`` batches re-seeds dead codes from recent residuals;
+    writes ``tarq/utilisation_level<l>`` into the epoch logs (progress bar / TensorBoard).
+
+    It is defined here, beside the stage whose training it belongs to, because
+    :meth:`TARQ.training_callbacks` returns it and models may not import
+    ``tfcascade.training`` (ops ← layers ← losses / metrics ← models ← training);
+    ``tfcascade.training.callbacks`` re-exports it with the other training callbacks.
+
+    Args:
+      quantizer: the model's ``ResidualQuantizer``.
+      every: batches between dead-code resets.
+      kmeans_at_start: residual k-means initialisation after the first batch.
+      seed: seeds the re-seeding draws.
+    """
+
+    def __init__(self, quantizer: ResidualQuantizer, every: int = 100,
+                 kmeans_at_start: bool = True, seed: int = 0):
+        super().__init__()
+        if every <= 0:
+            raise ValueError(f"every must be > 0, got every={every!r}")
+        self.quantizer, self.every, self.seed = quantizer, int(every), seed
+        self.kmeans_at_start, self.resets, self._steps = kmeans_at_start, 0, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self._steps == 1 and self.kmeans_at_start:
+            self.quantizer.fit_kmeans(self.quantizer.recent.numpy()[0], iterations=10, seed=self.seed)
+        elif self._steps % self.every == 0:
+            self.resets += self.quantizer.reset_dead_codes(seed=self.seed + self._steps)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for level, value in enumerate(self.quantizer.utilisation()):
+                logs[f"tarq/utilisation_level{level}"] = float(value)
 
 
 def _check_features(features) -> None:

@@ -29,9 +29,12 @@ from typing import Any
 
 from tfx import v1 as tfx
 
+from tfcascade.components import trainer_module
 from tfcascade.components.atomic_pusher import AtomicPusher, push_destination
 from tfcascade.components.joint_recall_validator import DEFAULT_SLICE_FEATURES, JointRecallValidator
 from tfcascade.components.recflow_example_gen import RecFlowExampleGen
+from tfcascade.models.spec import CascadeSpec
+from tfcascade.training.config import TrainConfig
 
 DEFAULT_PIPELINE_NAME = "tfcascade"
 DEFAULT_MODEL_NAME = "cascade"
@@ -40,7 +43,6 @@ DEFAULT_MODEL_NAME = "cascade"
 # (batch 256) measured 0.20-0.24 for BCE/DFTopK, so 0.15 rejects models that learned nothing.
 DEFAULT_MIN_JOINT_RECALL = 0.15
 DEFAULT_TOLERANCE = 0.01
-DEFAULT_QS = {2: (30, 20), 3: (40, 30, 20)}
 
 # Node ids, also what the tests and the CLI look up in ML Metadata.
 EXAMPLE_GEN = "RecFlowExampleGen"
@@ -95,21 +97,11 @@ def create_pipeline(
     data_dir: str,
     pipeline_root: str,
     serving_dir: str,
+    spec: CascadeSpec | None = None,
+    config: TrainConfig | None = None,
     pipeline_name: str = DEFAULT_PIPELINE_NAME,
     model_name: str = DEFAULT_MODEL_NAME,
-    stages: int = 2,
     eval_days: int = 1,
-    loss: str = "lcron",
-    epochs: int = 1,
-    batch_size: int = 1024,
-    lr: float = 1e-2,
-    temperature: float | None = None,
-    seed: int = 0,
-    loss_options: dict[str, Any] | None = None,
-    train_steps: int | None = None,
-    sampled_negatives: int = 0,
-    k: int = 10,
-    qs: Sequence[int] | None = None,
     min_joint_recall: float = DEFAULT_MIN_JOINT_RECALL,
     tolerance: float = DEFAULT_TOLERANCE,
     slice_features: Sequence[str] = DEFAULT_SLICE_FEATURES,
@@ -125,14 +117,13 @@ def create_pipeline(
       data_dir: raw logs in the RecFlow layout (e.g. from ``tfcascade.data.simulate``).
       pipeline_root: where TFX writes the artifacts.
       serving_dir: TF Serving's model base; models go to ``<serving_dir>/<model_name>/<v>/``.
+      spec: the cascade (default ``CascadeSpec.default(2)``): the examples are preprocessed for
+        its number of stages, the Trainer trains it, and the validator evaluates the trained
+        model at its cuts.
+      config: how the Trainer trains (``tfcascade.training.TrainConfig``; default
+        ``TrainConfig()``); its ``steps_per_epoch`` is also the Trainer's ``TrainArgs``.
       pipeline_name / model_name: names of the pipeline (ML Metadata context) and served model.
-      stages: 2 or 3.
       eval_days: days held out for the eval split.
-      loss, epochs, batch_size, lr, temperature, seed, loss_options: training
-        (``tfcascade.training.train``).
-      train_steps: cap on the steps per epoch (None: the whole split).
-      sampled_negatives: in-batch sampled negatives appended to every training list.
-      k, qs: ground-truth size and items kept per stage (default ``DEFAULT_QS[stages]``).
       min_joint_recall, tolerance: the blessing rule (``tfcascade.components.blessing``).
       slice_features: user features the validator slices its metrics by.
       eval_batch_size: the validator's batch size.
@@ -143,23 +134,21 @@ def create_pipeline(
 
     Returns:
       The ``tfx.dsl.Pipeline``.
+
+    Raises:
+      TypeError: ``spec`` or ``config`` is not a CascadeSpec / TrainConfig.
+      ValueError: a bad argument, naming it.
     """
-    if stages not in (2, 3):
-        raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
-    if isinstance(sampled_negatives, bool) or not isinstance(sampled_negatives, int) or sampled_negatives < 0:
-        raise ValueError(f"sampled_negatives must be an integer >= 0, got sampled_negatives={sampled_negatives!r}")
-    if train_steps is not None and (not isinstance(train_steps, int) or train_steps < 1):
-        raise ValueError(f"train_steps must be None or a positive integer, got {train_steps!r}")
-    qs = tuple(int(q) for q in (qs or DEFAULT_QS[stages]))
-    if len(qs) != stages:
-        raise ValueError(f"qs must have one entry per stage ({stages}), got qs={qs!r}")
+    spec = CascadeSpec.default() if spec is None else spec
+    config = TrainConfig() if config is None else config
+    if not isinstance(spec, CascadeSpec):
+        raise TypeError(f"spec must be a CascadeSpec, got spec={spec!r}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got config={config!r}")
 
     example_gen = RecFlowExampleGen(
         input_dir=_absolute(data_dir),
-        stages=stages,
+        stages=spec.num_stages,
         eval_days=eval_days,
         input_fingerprint=input_fingerprint,
     ).with_id(EXAMPLE_GEN)
@@ -177,22 +166,9 @@ def create_pipeline(
         run_fn="tfcascade.components.trainer_module.run_fn",
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=train_steps or 0),
+        train_args=tfx.proto.TrainArgs(num_steps=config.steps_per_epoch or 0),
         eval_args=tfx.proto.EvalArgs(num_steps=0),
-        custom_config={
-            "loss": loss,
-            "stages": stages,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "temperature": temperature,
-            "seed": seed,
-            "loss_options": loss_options,
-            "sampled_negatives": sampled_negatives,
-            "k": k,
-            "qs": list(qs),
-            "code_fingerprint": code_fingerprint(),
-        },
+        custom_config=trainer_module.custom_config(config, spec, code_fingerprint()),
     ).with_id(TRAINER)
     resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -206,8 +182,6 @@ def create_pipeline(
         baseline_blessing=resolver.outputs["model_blessing"],
         min_joint_recall=min_joint_recall,
         tolerance=tolerance,
-        k=k,
-        qs=qs,
         slice_features=tuple(slice_features),
         batch_size=eval_batch_size,
     ).with_id(VALIDATOR)

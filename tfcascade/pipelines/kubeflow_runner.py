@@ -98,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", type=int, default=2, choices=(2, 3))
     parser.add_argument("--loss", default="lcron")
     args = parser.parse_args(argv)
-    spec = compile_pipeline(args.output, data_dir=args.data, pipeline_root=args.pipeline_root,
-                            serving_dir=args.serving_dir, image=args.image, stages=args.stages,
-                            loss=args.loss)
-    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    from tfcascade.models.spec import CascadeSpec
+    from tfcascade.training import TrainConfig
+
+    job = compile_pipeline(args.output, data_dir=args.data, pipeline_root=args.pipeline_root,
+                           serving_dir=args.serving_dir, image=args.image,
+                           spec=CascadeSpec.default(args.stages), config=TrainConfig(loss=args.loss))
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     print(f"wrote {args.output}: {len(tasks)} tasks: {', '.join(sorted(tasks))}")
     return 0
 

@@ -190,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--min-joint-recall", type=float, default=None)
     args = parser.parse_args(argv)
-    kwargs: dict[str, Any] = {"stages": args.stages, "loss": args.loss, "epochs": args.epochs}
+    from tfcascade.models.spec import CascadeSpec
+    from tfcascade.training import TrainConfig
+
+    kwargs: dict[str, Any] = {"spec": CascadeSpec.default(args.stages),
+                              "config": TrainConfig(loss=args.loss, epochs=args.epochs)}
     if args.min_joint_recall is not None:
         kwargs["min_joint_recall"] = args.min_joint_recall
     summary = run_pipeline(data_dir=args.data, pipeline_root=args.pipeline_root,

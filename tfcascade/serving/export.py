@@ -18,8 +18,10 @@ graph from the vocab files shipped as assets; unknown ids map to index 0):
   computed at export and stored in the model; retrieval is an exact brute-force inner-product
   top-q in chunks, then the later stages score the survivors (``CascadeModel.recommend``).
   Outputs ``top_k_video_ids`` and ``top_k_scores`` ``[B, K]``. A new corpus is a new version.
-- ``retrieval``, ``prerank`` (three-stage cascades only), ``rank``: one stage's scores
-  ``[B, N]`` on the whole list (same inputs as ``serving_default``).
+- one signature per stage, named after the stage (``CascadeSpec.stage_names``; the ranking
+  stage is served as ``rank``): ``retrieval``, ``prerank`` (three-stage cascades only),
+  ``rank`` by default; its scores ``[B, N]`` on the whole list (same inputs as
+  ``serving_default``).
 
 Bad requests fail at the boundary with an InvalidArgumentError naming the input: ids < −1,
 candidate features (or history features) of different shapes, batch sizes that differ.
@@ -42,12 +44,23 @@ import numpy as np
 import tensorflow as tf
 
 from tfcascade import features as F
+from tfcascade.models.spec import DEFAULT_STAGE_NAMES
 from tfcascade.ops.brute_force_topk import CHUNK_SIZE
 from tfcascade.serving.item_table import ItemTable, items_from_csv, items_from_examples
 
 ID_INPUTS = F.USER_FEATURES + F.HISTORY_FEATURES + F.ITEM_FEATURES
 RECOMMEND_INPUTS = F.USER_FEATURES + F.HISTORY_FEATURES + ("exclude_video_id",)
-SIGNATURE_STAGE_NAMES = {2: ("retrieval", "rank"), 3: ("retrieval", "prerank", "rank")}
+# A stage's signature is its name, but for these (the served API's older names).
+SIGNATURE_ALIASES = {"ranking": "rank"}
+
+
+def stage_signature_names(stage_names: Sequence[str]) -> tuple[str, ...]:
+    """The serving signature of each stage, earliest first (``SIGNATURE_ALIASES``)."""
+    return tuple(SIGNATURE_ALIASES.get(name, name) for name in stage_names)
+
+
+# The stage signatures of the default cascades.
+SIGNATURE_STAGE_NAMES = {n: stage_signature_names(DEFAULT_STAGE_NAMES[n]) for n in DEFAULT_STAGE_NAMES}
 
 
 def input_signature(names: Sequence[str] = ID_INPUTS) -> dict[str, tf.TensorSpec]:
@@ -61,13 +74,13 @@ class CascadeServingModule(tf.Module):
     Args:
       model: a trained ``CascadeModel``.
       vocab_dir: the preprocessing output's ``vocab/``.
-      k: items returned per request, 1 ≤ k ≤ q_T.
-      qs: per-stage cuts (default the model's).
+      k: items returned per request, 1 ≤ k ≤ q_T (default the model's, ``CascadeSpec.k``).
+      qs: per-stage cuts (default the model's, ``CascadeSpec.qs``).
       items: the corpus of ``recommend`` (None: no ``recommend`` signature).
       chunk_size: corpus items scored at a time by ``recommend``.
     """
 
-    def __init__(self, model, vocab_dir: str, k: int = 10, qs: Sequence[int] | None = None,
+    def __init__(self, model, vocab_dir: str, k: int | None = None, qs: Sequence[int] | None = None,
                  items: ItemTable | None = None, chunk_size: int = CHUNK_SIZE):
         super().__init__()
         self.model = model
@@ -151,7 +164,13 @@ class CascadeServingModule(tf.Module):
     def signatures(self) -> dict:
         spec = input_signature()
         out = {"serving_default": tf.function(lambda **raw: self._cascade(**raw), autograph=False).get_concrete_function(**spec)}
-        names = SIGNATURE_STAGE_NAMES[len(self.model.stage_models)]
+        names = stage_signature_names(self.model.stage_names)
+        taken = set(out) | {"recommend"}
+        for name in names:
+            if name in taken:
+                raise ValueError(f"stage name {name!r} gives a signature name already taken: rename the stage "
+                                 f"(CascadeSpec.stage_names={list(self.model.stage_names)})")
+            taken.add(name)
         for i, name in enumerate(names):
             out[name] = tf.function(lambda i=i, **raw: self._stage(i, **raw), autograph=False).get_concrete_function(**spec)
         if self.items is not None:
@@ -192,7 +211,7 @@ def _take_or_pad(ids: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
     return tf.where(positions >= 0, tf.gather(ids, tf.maximum(positions, 0)), tf.constant(-1, tf.int64))
 
 
-def write_saved_model(model, export_dir: str, vocab_dir: str, k: int = 10, qs: Sequence[int] | None = None,
+def write_saved_model(model, export_dir: str, vocab_dir: str, k: int | None = None, qs: Sequence[int] | None = None,
                       warmup_requests: Sequence[Mapping[str, np.ndarray]] | None = None,
                       examples: str | None = None, items: ItemTable | str | None = None,
                       recommend: bool | None = None, chunk_size: int = CHUNK_SIZE) -> str:
@@ -202,7 +221,8 @@ def write_saved_model(model, export_dir: str, vocab_dir: str, k: int = 10, qs: S
       model: a trained ``CascadeModel``.
       export_dir: the SavedModel folder to write.
       vocab_dir: the preprocessing output's ``vocab/`` (raw id per line; line i ↔ index i + 1).
-      k: items returned per request (1 ≤ k ≤ q_T); ``qs`` per-stage cuts (default the model's).
+      k: items returned per request (1 ≤ k ≤ q_T); ``qs`` per-stage cuts (default the model's
+        ``CascadeSpec`` k and qs).
       warmup_requests: raw-id requests (``ID_INPUTS`` ``[1, ·]`` each) for
         ``assets.extra/tf_serving_warmup_requests``, written for every signature (default:
         two eval examples of ``examples``, mapped back to raw ids).

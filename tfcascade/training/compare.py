@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -9,20 +10,21 @@ import statistics
 from collections.abc import Sequence
 
 from tfcascade.losses import registry
+from tfcascade.models.spec import CascadeSpec
+from tfcascade.training.config import TrainConfig, resolve
+from tfcascade.training.run_state import run_identity
 from tfcascade.training.trainer import METRICS_FILE, train
 
 log = logging.getLogger(__name__)
 
-# (metrics key, column title); the stage names depend on the cascade depth.
-def columns(stages: int, qs: Sequence[int]) -> list[tuple[str, str]]:
-    k = 10
-    cols = [("joint_recall", f"Joint Recall@{k}@{qs[-1]}")]
-    cols += [("ranking_recall", f"ranking Recall@{k}@{qs[-1]}"), ("ranking_ndcg", f"ranking NDCG@{k}")]
-    if stages == 3:
-        cols += [("prerank_recall", f"pre-ranking Recall@{k}@{qs[1]}"), ("prerank_ndcg", f"pre-ranking NDCG@{k}")]
-    cols += [("retrieval_recall", f"retrieval Recall@{k}@{qs[0]}"), ("retrieval_ndcg", f"retrieval NDCG@{k}"),
-             ("train_step_ms", "train step (ms)")]
-    return cols
+
+def columns(spec: CascadeSpec) -> list[tuple[str, str]]:
+    """``(metrics key, column title)`` of the table: joint recall, each stage from the last to
+    the first (recall at its q, NDCG), the train-step time."""
+    cols = [("joint_recall", f"Joint Recall@{spec.k}@{spec.qs[-1]}")]
+    for name, q in reversed(list(zip(spec.stage_names, spec.qs))):
+        cols += [(f"{name}_recall", f"{name} Recall@{spec.k}@{q}"), (f"{name}_ndcg", f"{name} NDCG@{spec.k}")]
+    return cols + [("train_step_ms", "train step (ms)")]
 
 
 def summarise(runs: Sequence[dict], keys: Sequence[str]) -> dict:
@@ -35,23 +37,25 @@ def summarise(runs: Sequence[dict], keys: Sequence[str]) -> dict:
     return out
 
 
-# Settings added after runs were first recorded: a metrics.json without them used these.
-SETTING_DEFAULTS = {"sampled_negatives": 0, "negative_draw": "items"}
-
-
 def finished_run(model_dir: str, **settings) -> dict | None:
     """The metrics of a finished run in ``model_dir`` (its ``metrics.json``), or None.
 
-    A run counts as finished only if its metrics record the same ``settings`` (loss, stages,
-    seed, and epochs / batch_size / lr / sampled_negatives / negative_draw where given); a run with other
-    settings is an error.
+    A run counts as finished only if its metrics record the same ``settings`` (any keys of
+    ``metrics.json``: the ``TrainConfig`` options, the ``CascadeSpec`` fields, ``stages``); a run
+    with other settings is an error. A setting a metrics.json of an older version lacks is
+    taken to have had its default (the spec's by its ``stages``; ``stage_kinds`` were
+    ``stage_models``).
     """
     path = os.path.join(model_dir, METRICS_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as fh:
         metrics = json.load(fh)
-    recorded = {key: metrics.get(key, SETTING_DEFAULTS.get(key)) for key in settings}
+    defaults = {**TrainConfig().to_dict(), **CascadeSpec.default(int(metrics.get("stages", 2))).get_config()}
+    if "stage_models" in metrics:
+        defaults["stage_kinds"] = metrics["stage_models"]
+    recorded = {key: metrics.get(key, defaults.get(key)) for key in settings}
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as in metrics.json
     differ = {key: (recorded[key], value) for key, value in settings.items() if recorded[key] != value}
     if differ:
         found = ", ".join(f"{key}={old!r} (expected {new!r})" for key, (old, new) in differ.items())
@@ -59,50 +63,72 @@ def finished_run(model_dir: str, **settings) -> dict | None:
     return metrics
 
 
-def compare(data_dir: str, out_dir: str, losses: Sequence[str] | str = "all", seeds: int = 5, stages: int = 2,
-            resume: bool = True, **train_kwargs) -> dict:
+def compare(data_dir: str, out_dir: str, losses: Sequence[str] | str = "all", seeds: int = 5,
+            config: TrainConfig | None = None, spec: CascadeSpec | None = None, resume: bool = True,
+            verbose: int | str = "auto", **options) -> dict:
     """Trains ``losses`` × ``seeds`` and writes ``compare.json``, ``compare.md``, ``compare.png``.
 
+    Every run trains ``spec`` with ``config``, its ``loss`` and ``seed`` replaced by the run's.
     With ``resume`` (the default) a run whose ``runs/<loss>/seed<i>/metrics.json`` already
-    exists is read instead of trained again, so an interrupted comparison continues where it
-    stopped (and several processes can share one ``out_dir``, e.g. one per loss).
+    exists with the same settings is read instead of trained again, so an interrupted
+    comparison continues where it stopped (and several processes can share one ``out_dir``,
+    e.g. one per loss).
+
+    Args:
+      data_dir, out_dir: the preprocessing output; where the runs and tables go.
+      losses: loss names, or ``"all"`` (``tfcascade.losses.names()``).
+      seeds: runs per loss, seeded 0 … seeds − 1.
+      config, spec, **options: as in :func:`training.train` (``options`` is its keyword form).
+      resume: read finished runs instead of training them again.
+      verbose: Keras' ``fit`` verbosity.
 
     Returns:
       loss name → ``{"joint_recall": {"mean", "std", "runs"}, ...}`` (also in compare.json).
     """
+    config, spec = resolve(config, spec, **options)
     names = registry.names() if losses == "all" else list(losses)
     for name in names:
         registry.loss_class(name)  # fail fast on unknown names
     if seeds <= 0:
         raise ValueError(f"seeds must be > 0, got seeds={seeds}")
-    qs = (30, 20) if stages == 2 else (40, 30, 20)
-    keys = [key for key, _ in columns(stages, qs)]
+    keys = [key for key, _ in columns(spec)]
     table = {}
     for name in names:
         runs = []
         for seed in range(seeds):
             model_dir = os.path.join(out_dir, "runs", name, f"seed{seed}")
-            settings = {key: train_kwargs[key] for key in ("epochs", "batch_size", "lr", "sampled_negatives", "negative_draw")
-                        if key in train_kwargs}
-            done = finished_run(model_dir, loss=name, stages=stages, seed=seed, **settings) if resume else None
+            run_config = dataclasses.replace(config, loss=name, seed=seed)
+            settings = {key: value for key, value in run_identity(run_config, spec, None).items()
+                        if key != "data_fingerprint"}
+            done = finished_run(model_dir, stages=spec.num_stages, **settings) if resume else None
             if done is not None:
                 log.info("compare: %s seed %d already finished in %s", name, seed, model_dir)
                 runs.append(done)
                 continue
             log.info("compare: %s seed %d", name, seed)
-            runs.append(train(data_dir, model_dir, loss=name, stages=stages, seed=seed, **train_kwargs))
+            runs.append(train(data_dir, model_dir, run_config, spec, verbose=verbose))
         table[name] = summarise(runs, keys)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "compare.json"), "w") as fh:
         json.dump(table, fh, indent=2)
     with open(os.path.join(out_dir, "compare.md"), "w") as fh:
-        fh.write(markdown(table, stages, qs, seeds) + "\n")
-    plot(table, os.path.join(out_dir, "compare.png"), f"{stages}-stage cascade, {seeds} seeds")
+        fh.write(markdown(table, spec, seeds=seeds) + "\n")
+    plot(table, os.path.join(out_dir, "compare.png"), f"{spec.num_stages}-stage cascade, {seeds} seeds")
     return table
 
 
-def markdown(table: dict, stages: int, qs: Sequence[int], seeds: int) -> str:
-    cols = columns(stages, qs)
+def markdown(table: dict, spec: CascadeSpec | int, qs: Sequence[int] | None = None, seeds: int = 1) -> str:
+    """The table as Markdown, best joint recall first.
+
+    Args:
+      table: what :func:`compare` returns.
+      spec: the compared cascade; or (the older form) its number of stages, with ``qs``, for
+        ``CascadeSpec.default(stages, qs=qs)``.
+      seeds: runs per loss (unused in the table; kept for the older form's position).
+    """
+    if not isinstance(spec, CascadeSpec):
+        spec = CascadeSpec.default(spec, qs=qs)
+    cols = columns(spec)
     lines = ["| loss | " + " | ".join(title for _, title in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, stats in sorted(table.items(), key=lambda kv: -(kv[1]["joint_recall"]["mean"] or 0)):
         cells = []

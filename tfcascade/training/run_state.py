@@ -18,13 +18,23 @@ from typing import Any
 import tensorflow as tf
 
 from tfcascade._keras import keras
+from tfcascade.models.spec import CascadeSpec
+from tfcascade.training.config import TrainConfig
 
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"
+# Options that change neither the trained model nor its optimisation.
+NOT_IDENTITY = ("eval_batch_size", "backup_every")
 
 
 class RunMismatchError(ValueError):
     """A rerun whose options or data differ from the interrupted run in the same model_dir."""
+
+
+def run_identity(config: TrainConfig, spec: CascadeSpec, data_fingerprint: str | None) -> dict[str, Any]:
+    """What a run is: every training option but ``NOT_IDENTITY``, the spec and the data."""
+    options = {key: value for key, value in config.to_dict().items() if key not in NOT_IDENTITY}
+    return {**options, **spec.get_config(), "data_fingerprint": data_fingerprint}
 
 
 def read_run(model_dir: str) -> dict | None:
