@@ -50,6 +50,24 @@ def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
     return model_dir
 
 
+@pytest.fixture
+def tfx_layout(tmp_path):
+    """``lay(model_dir, data_dir) -> (model_uri, examples_uri)``: a trained model and a
+    preprocessing laid out as the Trainer's model artifact and ExampleGen's examples."""
+    import shutil
+
+    from tfcascade.components.trainer_module import cascade_model_dir
+
+    def lay(model_dir: Path, data_dir: Path) -> tuple[str, str]:
+        model_uri, examples = tmp_path / "model", tmp_path / "examples"
+        shutil.copytree(model_dir, cascade_model_dir(str(model_uri)))
+        shutil.copytree(data_dir, examples)
+        (examples / "eval").rename(examples / "Split-eval")
+        return str(model_uri), str(examples)
+
+    return lay
+
+
 @pytest.fixture(scope="session")
 def tiny_tarq_model_dir(tiny_data, tmp_path_factory) -> Path:
     """A two-stage DSSM → TARQ cascade (DFTopK loss, 3 steps, dead-code resets every 2) on ``tiny_data``."""

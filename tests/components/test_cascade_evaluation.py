@@ -85,21 +85,14 @@ def test_plot_is_written(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_trained_models_cuts_are_the_default(tiny_model_dir, tiny_data, tmp_path):
-    import shutil
-
+def test_the_trained_models_cuts_are_the_default(tiny_model_dir, tiny_data, tfx_layout):
     from tfcascade.components.cascade_evaluation import evaluate_cascade
-    from tfcascade.components.trainer_module import cascade_model_dir
 
-    model_uri = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, cascade_model_dir(str(model_uri)))
-    examples = tmp_path / "examples"
-    shutil.copytree(tiny_data, examples)
-    (examples / "eval").rename(examples / "Split-eval")
-    own = evaluate_cascade(model_uri=str(model_uri), examples_uri=str(examples), slice_features=("age",))
+    model_uri, examples = tfx_layout(tiny_model_dir, tiny_data)
+    own = evaluate_cascade(model_uri=model_uri, examples_uri=examples, slice_features=("age",))
     assert (own["k"], own["qs"]) == (10, [30, 20])  # the model's spec
-    other = evaluate_cascade(model_uri=str(model_uri), examples_uri=str(examples), slice_features=(), k=5,
+    other = evaluate_cascade(model_uri=model_uri, examples_uri=examples, slice_features=(), k=5,
                              qs=(25, 12))
     assert (other["k"], other["qs"]) == (5, [25, 12]) and other["overall"] != own["overall"]
     with pytest.raises(ValueError, match="k must be in 1..12"):
-        evaluate_cascade(model_uri=str(model_uri), examples_uri=str(examples), slice_features=(), k=13, qs=(25, 12))
+        evaluate_cascade(model_uri=model_uri, examples_uri=examples, slice_features=(), k=13, qs=(25, 12))

@@ -55,15 +55,10 @@ def test_a_rerun_into_a_model_dir_of_other_data_is_refused(tiny_model_dir, other
         train(str(other_data), str(model_dir), loss="bce", batch_size=64, verbose=0)
 
 
-def test_the_tfx_validator_refuses_another_preprocessing(tiny_model_dir, other_data, tmp_path):
+def test_the_tfx_validator_refuses_another_preprocessing(tiny_model_dir, other_data, tfx_layout):
     from tfcascade.components.cascade_evaluation import evaluate_cascade
-    from tfcascade.components.trainer_module import cascade_model_dir
 
-    model_uri = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, cascade_model_dir(str(model_uri)))
-    examples = tmp_path / "examples"
-    shutil.copytree(other_data, examples)
-    (examples / "eval").rename(examples / "Split-eval")
+    model_uri, examples = tfx_layout(tiny_model_dir, other_data)
     with pytest.raises(DataMismatchError, match="JointRecallValidator"):
         evaluate_cascade(model_uri=str(model_uri), examples_uri=str(examples), k=10, qs=(20, 10),
                          slice_features=())
