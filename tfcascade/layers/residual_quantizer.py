@@ -5,7 +5,7 @@
 Codebooks learn with the VQ-VAE objective per level (codebook term plus β-weighted commitment,
 straight-through estimator), usage is tracked with an exponential moving average, and dead
 codes can be re-seeded from recent residuals (``reset_dead_codes``; during ``fit`` the
-``tfcascade.training.callbacks.CodebookMonitor``) or the codebooks refreshed by residual
+``CodebookMonitor``, which TARQ brings to its training) or the codebooks refreshed by residual
 k-means (``fit_kmeans``).
 """
 
@@ -200,3 +200,43 @@ def codebook_utilisation(codes: np.ndarray, codebook_size: int) -> np.ndarray:
     """Fraction of each level's C codes used by at least one of ``codes [N, L]`` (e.g. a catalogue)."""
     codes = np.asarray(codes).reshape(-1, np.shape(codes)[-1])
     return np.array([np.unique(codes[:, level]).size / codebook_size for level in range(codes.shape[1])])
+
+
+class CodebookMonitor(keras.callbacks.Callback):
+    """Keeps the codebooks of a ``ResidualQuantizer`` alive during ``fit``.
+
+    After the first training batch (optionally) fits all codebooks by residual k-means on the
+    batch's item vectors; every ``every`` batches re-seeds dead codes from recent residuals;
+    writes ``tarq/utilisation_level<l>`` into the epoch logs (progress bar / TensorBoard).
+
+    It is defined here, beside the stage whose training it belongs to, because
+    :meth:`TARQ.training_callbacks` returns it and models may not import
+    ``tfcascade.training`` (ops ← layers ← losses / metrics ← models ← training);
+    ``tfcascade.training.callbacks`` re-exports it with the other training callbacks.
+
+    Args:
+      quantizer: the model's ``ResidualQuantizer``.
+      every: batches between dead-code resets.
+      kmeans_at_start: residual k-means initialisation after the first batch.
+      seed: seeds the re-seeding draws.
+    """
+
+    def __init__(self, quantizer: ResidualQuantizer, every: int = 100,
+                 kmeans_at_start: bool = True, seed: int = 0):
+        super().__init__()
+        if every <= 0:
+            raise ValueError(f"every must be > 0, got every={every!r}")
+        self.quantizer, self.every, self.seed = quantizer, int(every), seed
+        self.kmeans_at_start, self.resets, self._steps = kmeans_at_start, 0, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self._steps == 1 and self.kmeans_at_start:
+            self.quantizer.fit_kmeans(self.quantizer.recent.numpy()[0], iterations=10, seed=self.seed)
+        elif self._steps % self.every == 0:
+            self.resets += self.quantizer.reset_dead_codes(seed=self.seed + self._steps)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for level, value in enumerate(self.quantizer.utilisation()):
+                logs[f"tarq/utilisation_level{level}"] = float(value)

@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from tfcascade._keras import keras
 from tfcascade.features import HISTORY_FEATURES, HISTORY_TO_ITEM, ITEM_FEATURES, USER_FEATURES
-from tfcascade.layers.residual_quantizer import ResidualQuantizer
+from tfcascade.layers.residual_quantizer import CodebookMonitor, ResidualQuantizer
 from tfcascade.models.stage import StageModel
 
 SCORERS = ("dot", "mlp")
@@ -161,45 +161,6 @@ class TARQ(StageModel):
                 "codebook_size": self.codebook_size, "commitment": self.commitment, "scorer": self.scorer,
                 "mlp_units": list(self.mlp_units)}
 
-
-class CodebookMonitor(keras.callbacks.Callback):
-    """Keeps the codebooks of a ``ResidualQuantizer`` alive during ``fit``.
-
-    After the first training batch (optionally) fits all codebooks by residual k-means on the
-    batch's item vectors; every ``every`` batches re-seeds dead codes from recent residuals;
-    writes ``tarq/utilisation_level<l>`` into the epoch logs (progress bar / TensorBoard).
-
-    It is defined here, beside the stage whose training it belongs to, because
-    :meth:`TARQ.training_callbacks` returns it and models may not import
-    ``tfcascade.training`` (ops ← layers ← losses / metrics ← models ← training);
-    ``tfcascade.training.callbacks`` re-exports it with the other training callbacks.
-
-    Args:
-      quantizer: the model's ``ResidualQuantizer``.
-      every: batches between dead-code resets.
-      kmeans_at_start: residual k-means initialisation after the first batch.
-      seed: seeds the re-seeding draws.
-    """
-
-    def __init__(self, quantizer: ResidualQuantizer, every: int = 100,
-                 kmeans_at_start: bool = True, seed: int = 0):
-        super().__init__()
-        if every <= 0:
-            raise ValueError(f"every must be > 0, got every={every!r}")
-        self.quantizer, self.every, self.seed = quantizer, int(every), seed
-        self.kmeans_at_start, self.resets, self._steps = kmeans_at_start, 0, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-        if self._steps == 1 and self.kmeans_at_start:
-            self.quantizer.fit_kmeans(self.quantizer.recent.numpy()[0], iterations=10, seed=self.seed)
-        elif self._steps % self.every == 0:
-            self.resets += self.quantizer.reset_dead_codes(seed=self.seed + self._steps)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            for level, value in enumerate(self.quantizer.utilisation()):
-                logs[f"tarq/utilisation_level{level}"] = float(value)
 
 
 def _check_features(features) -> None:

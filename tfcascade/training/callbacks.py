@@ -1,5 +1,6 @@
 """Training callbacks: per-step timing (the benchmark's train-step time) and the codebook
-monitor of residual quantizers (TARQ; defined beside TARQ, which brings it to its training)."""
+monitor of residual quantizers (defined beside ``layers.ResidualQuantizer``, which it keeps
+alive, so that a stage such as TARQ can bring it to its training without importing training)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import statistics
 import time
 
 from tfcascade._keras import keras
-from tfcascade.models.tarq import CodebookMonitor
+from tfcascade.layers.residual_quantizer import CodebookMonitor
 
 __all__ = ["CodebookMonitor", "StepTimer"]
 
