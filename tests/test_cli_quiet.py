@@ -41,3 +41,12 @@ def test_lines_written_during_the_import_that_are_not_noise_are_written_back(cap
         os.write(2, b"I0000 00:00:1.5 7 cudart_stub.cc:31] Could not find cuda drivers\n")
         os.write(2, b"a real error\n")
     assert capfd.readouterr().err == "a real error\n"
+
+
+def test_library_warnings_are_off_and_their_errors_on():
+    code = ("import logging; logging.basicConfig(); from tfcascade.cli.quiet import install; install(); "
+            "logging.getLogger('absl').warning('absl chatter'); logging.getLogger('tensorflow').warning('tf chatter'); "
+            "logging.getLogger('absl').error('absl error'); logging.getLogger('tfcascade').warning('own warning')")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert "chatter" not in out.stderr and "absl error" in out.stderr and "own warning" in out.stderr, out.stderr

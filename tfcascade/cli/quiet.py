@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -68,12 +69,24 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+# Python loggers whose warnings are library chatter at a command line (TFX's artifact notes,
+# tf_keras' "not built" serialisation notes); their errors still print.
+CHATTY_LOGGERS = ("absl", "tensorflow")
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def install() -> None:
     """Hides TensorFlow's start-up lines in this process, unless TensorFlow is imported already
     or the user set ``TF_CPP_MIN_LOG_LEVEL`` (then they asked for its logs). Also sets
-    ``TF_CPP_MIN_LOG_LEVEL=2`` (C++ warnings off; errors still print)."""
+    ``TF_CPP_MIN_LOG_LEVEL=2`` (C++ warnings off; errors still print) and keeps the warnings
+    of ``CHATTY_LOGGERS`` off."""
     if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    for name in CHATTY_LOGGERS:  # a filter, not a level: absl resets its logger's level when flags parse
+        logging.getLogger(name).addFilter(_errors_only)
     if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
