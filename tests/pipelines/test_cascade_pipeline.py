@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -129,6 +130,56 @@ def test_kubeflow_spec_compiles(tmp_path):
         validator_exec["container"]["args"])
     params = tasks[cp.VALIDATOR]["inputs"]["parameters"]
     assert params["min_joint_recall"]["runtimeValue"]["constantValue"]["doubleValue"] == 0.4
+
+
+def _tampered(job: dict, edit) -> dict:
+    job = copy.deepcopy(job)
+    edit(job["pipelineSpec"])
+    return job
+
+
+def _parameter(spec: dict, task: str, name: str) -> dict:
+    return spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]
+
+
+def _set_custom_config(spec: dict, **changes) -> None:
+    value = _parameter(spec, cp.TRAINER, "custom_config")
+    value["stringValue"] = json.dumps({**json.loads(value["stringValue"]), **changes})
+
+
+def _set_class_path(spec: dict, executor: str, path: str) -> None:
+    args = spec["deploymentSpec"]["executors"][executor]["container"]["args"]
+    args[args.index("--executor_class_path") + 1] = path
+
+
+def test_the_compiled_spec_is_checked_and_each_inconsistency_is_named(tmp_path, monkeypatch):
+    pytest.importorskip("kfp.pipeline_spec", reason="compiling needs kfp-pipeline-spec (tfx[kfp])")
+    from tfcascade.pipelines.kubeflow_runner import compile_pipeline
+    from tfcascade.pipelines.spec_check import check_pipeline_job
+
+    job = compile_pipeline(str(tmp_path / "p.json"), image="example.com/tfcascade:1")
+    assert check_pipeline_job(job, "example.com/tfcascade:1") == []
+    cases = {
+        "images": lambda s: s["deploymentSpec"]["executors"]["Pusher_executor"]["container"].update(image="other:2"),
+        "does not resolve": lambda s: _set_class_path(s, "JointRecallValidator_executor",
+                                                      "components.joint_recall_validator.JointRecallValidatorExecutor"),
+        "run_fn": lambda s: _parameter(s, cp.TRAINER, "run_fn").update(stringValue="pipelines.trainer_module.run_fn"),
+        "not a valid TrainConfig": lambda s: _set_custom_config(s, train={"lr": -1}),
+        "code_fingerprint": lambda s: _set_custom_config(s, code_fingerprint="0" * 64),
+        "do not fit the Trainer's spec": lambda s: s["root"]["dag"]["tasks"][cp.VALIDATOR]["inputs"][
+            "parameters"].update(k={"runtimeValue": {"constantValue": {"intValue": "25"}}}),
+        "is not in [0, 1]": lambda s: _parameter(s, cp.VALIDATOR, "tolerance").update(doubleValue=1.5),
+    }
+    for expected, edit in cases.items():
+        problems = check_pipeline_job(_tampered(job, edit), "example.com/tfcascade:1")
+        assert len(problems) == 1 and expected in problems[0], (expected, problems)
+    assert "every step must run image='example.com/tfcascade:2'" in check_pipeline_job(job, "example.com/tfcascade:2")[0]
+    from tfcascade.pipelines import spec_check
+
+    monkeypatch.setattr(spec_check, "code_fingerprint", lambda: "f" * 64)  # the image's code differs
+    with pytest.raises(ValueError, match="inconsistent .1 problems.*code_fingerprint"):
+        compile_pipeline(str(tmp_path / "q.json"), image="example.com/tfcascade:1")
+    assert not (tmp_path / "q.json").exists()
 
 
 def test_trainer_module_finds_the_examples_root_and_checks_its_config():

@@ -164,6 +164,8 @@ def _compile(args: argparse.Namespace) -> int:
     )
     tasks = sorted(job["pipelineSpec"]["root"]["dag"]["tasks"])
     print(f"wrote {os.path.abspath(args.output)} ({len(tasks)} tasks: {', '.join(tasks)})")
+    print("checked: every step runs one image, every executor class and the Trainer's run_fn resolve, "
+          "its custom_config is valid and from this code, the validator's cuts fit the spec")
     print("submit it to Vertex AI Pipelines:")
     print("  python -c \"from google.cloud import aiplatform as ai; ai.PipelineJob("
           f"display_name='tfcascade', template_path='{args.output}').submit()\"")

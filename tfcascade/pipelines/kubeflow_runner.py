@@ -51,10 +51,14 @@ def compile_pipeline(
       **pipeline_kwargs: any other argument of ``tfcascade.pipelines.cascade_pipeline.create_pipeline``.
 
     Returns:
-      The ``PipelineJob`` as a dict.
+      The ``PipelineJob`` as a dict, checked by ``spec_check.check_pipeline_job`` (one image,
+      every executor class and the ``run_fn`` resolve, a valid ``custom_config`` from this code,
+      validator cuts that fit the spec).
 
     Raises:
       ImportError: ``kfp-pipeline-spec`` is not installed.
+      ValueError: the compiled job is inconsistent (the file is removed; the message lists
+        every problem).
     """
     try:
         from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kf
@@ -65,6 +69,7 @@ def compile_pipeline(
         ) from err
 
     from tfcascade.pipelines.cascade_pipeline import create_pipeline
+    from tfcascade.pipelines.spec_check import check_pipeline_job
 
     if not output:
         raise ValueError(f"output must be a file path, got output={output!r}")
@@ -85,7 +90,12 @@ def compile_pipeline(
     )
     runner.run(pipeline, write_out=True)
     with open(output) as f:
-        return json.load(f)
+        job = json.load(f)
+    problems = check_pipeline_job(job, image)
+    if problems:
+        os.remove(output)
+        raise ValueError(f"the compiled pipeline is inconsistent ({len(problems)} problems): " + "; ".join(problems))
+    return job
 
 
 def main(argv: list[str] | None = None) -> int:
