@@ -21,7 +21,7 @@ step "1/3 simulate the '$PRESET' preset in the RecFlow layout -> $OUT/recflow"
 
 step "2/3 TFX pipeline: Beam preprocessing -> StatisticsGen -> SchemaGen -> ExampleValidator -> Trainer ($LOSS, $STAGES stages) -> JointRecallValidator -> Pusher"
 "$PY" -m tfcascade pipeline run --data "$OUT/recflow" --pipeline-root "$OUT/pipeline" \
-  --serving-dir "$OUT/serving" --loss "$LOSS" --stages "$STAGES" --batch-size 256
+  --serving-dir "$OUT/serving" --loss "$LOSS" --stages "$STAGES" --batch-size 256 --epochs 3
 
 step "3/3 differentiable top-K operators, quick benchmark"
 "$PY" -m tfcascade bench topk --quick --out "$OUT/bench"

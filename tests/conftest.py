@@ -62,7 +62,8 @@ def tfx_layout(tmp_path):
         model_uri, examples = tmp_path / "model", tmp_path / "examples"
         shutil.copytree(model_dir, cascade_model_dir(str(model_uri)))
         shutil.copytree(data_dir, examples)
-        (examples / "eval").rename(examples / "Split-eval")
+        for split in ("train", "eval"):
+            (examples / split).rename(examples / f"Split-{split}")
         return str(model_uri), str(examples)
 
     return lay

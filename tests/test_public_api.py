@@ -26,7 +26,7 @@ PUBLIC = {
     "tfcascade.losses": ["ARFLoss", "ARFv2Loss", "BCELoss", "CascadeLoss", "DFTopKCascadeLoss", "FSLambdaLoss",
                          "FSRankNetLoss", "ICCLoss", "LCRONLoss", "LapSumCascadeLoss", "RankFlowLoss",
                          "UncertaintyWeighting", "get", "names"],
-    "tfcascade.metrics": ["NDCG", "JointRecall", "StageRecall", "gauc", "ground_truth", "joint_recall", "ndcg",
+    "tfcascade.metrics": ["NDCG", "JointRecall", "StageRecall", "expected_recall", "gauc", "ground_truth", "joint_recall", "ndcg",
                           "stage_recall"],
     "tfcascade.models": ["DIN", "DSSM", "TARQ", "CascadeModel", "CascadeSpec", "MLPPreranker", "StageModel",
                          "build_cascade"],

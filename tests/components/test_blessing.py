@@ -44,14 +44,35 @@ def test_both_bars_failed_gives_two_reasons():
     assert not decision.blessed and len(decision.reasons) == 2
 
 
-@settings(max_examples=200, deadline=None)
+def test_naive_rankers_must_be_beaten_by_more_than_the_margin():
+    naive = {"random": 0.10, "popularity": 0.2065}
+    assert bl.decide_blessing(0.2144, naive_joint_recalls=naive, margin=0.005).blessed
+    decision = bl.decide_blessing(0.2100, naive_joint_recalls=naive, margin=0.005)
+    assert not decision.blessed
+    assert decision.reasons == (
+        "joint recall 0.2100 does not beat the popularity ranker's 0.2065 by more than margin=0.0050",)
+    # "beat" is strict: a cascade that equals a naive ranker is not blessed, even with no margin.
+    assert not bl.decide_blessing(0.10, naive_joint_recalls={"random": 0.10}).blessed
+    assert decision.as_dict()["naive_joint_recalls"] == naive and decision.as_dict()["margin"] == 0.005
+
+
+def test_no_absolute_bar_unless_asked():
+    assert bl.decide_blessing(0.01).blessed
+    assert bl.decide_blessing(0.01).min_joint_recall is None
+
+
+@settings(max_examples=300, deadline=None)
 @given(
-    jr=st.floats(0, 1), thr=st.floats(0, 1), tol=st.floats(0, 1),
-    base=st.one_of(st.none(), st.floats(0, 1)),
+    jr=st.floats(0, 1), thr=st.one_of(st.none(), st.floats(0, 1)), tol=st.floats(0, 1),
+    base=st.one_of(st.none(), st.floats(0, 1)), margin=st.floats(0, 1),
+    naive=st.dictionaries(st.sampled_from(["random", "popularity"]), st.floats(0, 1)),
 )
-def test_rule_matches_its_definition(jr, thr, tol, base):
-    expected = jr >= thr and (base is None or jr >= base - tol)
-    assert bl.decide_blessing(jr, thr, base, tol).blessed == expected
+def test_rule_matches_its_definition(jr, thr, tol, base, margin, naive):
+    expected = ((thr is None or jr >= thr) and (base is None or jr >= base - tol)
+                and all(jr > value + margin for value in naive.values()))
+    decision = bl.decide_blessing(jr, thr, base, tol, naive_joint_recalls=naive, margin=margin)
+    assert decision.blessed == expected
+    assert decision.blessed == (not decision.reasons)
 
 
 @pytest.mark.parametrize(
@@ -63,6 +84,9 @@ def test_rule_matches_its_definition(jr, thr, tol, base):
         (dict(joint_recall=0.5, min_joint_recall=0.5, tolerance=2.0), "tolerance"),
         (dict(joint_recall=0.5, min_joint_recall=0.5, baseline_joint_recall=math.inf),
          "baseline_joint_recall"),
+        (dict(joint_recall=0.5, margin=-0.01), "margin"),
+        (dict(joint_recall=0.5, naive_joint_recalls={"popularity": 1.2}),
+         r"naive_joint_recalls\['popularity'\]"),
     ],
 )
 def test_bad_values_name_the_argument(kwargs, name):

@@ -96,3 +96,43 @@ def test_the_trained_models_cuts_are_the_default(tiny_model_dir, tiny_data, tfx_
     assert (other["k"], other["qs"]) == (5, [25, 12]) and other["overall"] != own["overall"]
     with pytest.raises(ValueError, match="k must be in 1..12"):
         evaluate_cascade(model_uri=model_uri, examples_uri=examples, slice_features=(), k=13, qs=(25, 12))
+
+
+def test_popularity_scores_count_seen_items_and_give_zero_to_the_rest():
+    from tfcascade.components.cascade_evaluation import popularity_scores
+
+    counts = {"ids": np.array([2, 5, 9]), "counts": np.array([4, 1, 7])}
+    got = popularity_scores(counts, np.array([[9, 1, 5, 2, 10, 0]]))
+    np.testing.assert_array_equal(got, [[7, 0, 1, 4, 0, 0]])
+    empty = {"ids": np.zeros(0, np.int64), "counts": np.zeros(0, np.int64)}
+    np.testing.assert_array_equal(popularity_scores(empty, np.array([[3, 4]])), [[0, 0]])
+
+
+def test_the_naive_rankers_are_scored_on_the_eval_requests(tiny_model_dir, tiny_data, tfx_layout):
+    """Random: min(q_T, n) / n per request; popularity: logged counts of the train split, counted
+    here independently, ranked with ties broken at random (expected value)."""
+    import collections
+
+    from tfcascade import data, metrics
+    from tfcascade.components.cascade_evaluation import evaluate_cascade
+
+    model_uri, examples = tfx_layout(tiny_model_dir, tiny_data)
+    result = evaluate_cascade(model_uri=model_uri, examples_uri=examples, slice_features=("age",))
+    counter = collections.Counter()
+    for f in data.make_dataset(tiny_data, split="train", batch_size=64, shuffle=False):
+        for vid, m in zip(f["video_id"].numpy().ravel(), f["mask"].numpy().ravel(), strict=True):
+            counter[int(vid)] += int(m > 0)
+    batches = list(data.make_dataset(tiny_data, split="eval", batch_size=64, shuffle=False))
+    labels = np.concatenate([b["label"].numpy() for b in batches])
+    mask = np.concatenate([b["mask"].numpy() for b in batches])
+    vids = np.concatenate([b["video_id"].numpy() for b in batches])
+    valid = ((labels >= 0) & (mask > 0)).sum(-1)
+    q_t = result["qs"][-1]
+    random = np.mean(np.minimum(q_t, valid[valid > 0]) / valid[valid > 0])
+    popularity = metrics.expected_recall(labels, np.vectorize(counter.__getitem__)(vids).astype(float),
+                                         result["k"], q_t, mask=mask)
+    assert result["overall"]["baselines"] == pytest.approx({"random": random, "popularity": popularity})
+    assert 0.0 < random < popularity  # logged counts carry signal on the simulator
+    ages = result["slices"]["age"]
+    assert sum(v["num_requests"] * v["baselines"]["random"] for v in ages.values()) == pytest.approx(
+        random * labels.shape[0])

@@ -24,10 +24,11 @@ def _artifact(cls, uri, artifact_id):
 
 
 def _run_executor(tmp_path, monkeypatch, joint_recall, threshold, baseline=None, tolerance=0.0,
-                  cuts=(("k", 10), ("qs", "[30, 20]"))):
+                  cuts=(("k", 10), ("qs", "[30, 20]")), baselines=(), margin=0.0,
+                  naive=(("random", 0.1), ("popularity", 0.3))):
     measured = {"k": 10, "qs": [30, 20], "slices": {},
                 "overall": {"joint_recall": joint_recall, "num_requests": 5,
-                            "stage_recall": [0.9, 0.8], "ndcg": [0.7, 0.6]}}
+                            "stage_recall": [0.9, 0.8], "ndcg": [0.7, 0.6], "baselines": dict(naive)}}
     calls = []
 
     def fake_evaluate(**kwargs):
@@ -51,7 +52,8 @@ def _run_executor(tmp_path, monkeypatch, joint_recall, threshold, baseline=None,
         "blessing": [_artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing", 9)],
     }
     props = {"min_joint_recall": threshold, "tolerance": tolerance, **dict(cuts),
-             "slice_features": '["age"]', "batch_size": 32}
+             "slice_features": '["age"]', "batch_size": 32, "baselines": json.dumps(list(baselines)),
+             "margin": margin}
     jrv.JointRecallValidatorExecutor().Do(inputs, outputs, props)
     assert calls and calls[0]["slice_features"] == ["age"]
     assert (calls[0]["k"], calls[0]["qs"]) == ((10, [30, 20]) if cuts else (None, None))
@@ -111,9 +113,40 @@ def test_within_tolerance_of_baseline_is_blessed(tmp_path, monkeypatch):
     assert blessing.get_int_custom_property(bl.BLESSED_KEY) == 1
 
 
+def test_the_naive_rankers_measured_on_the_eval_split_gate_the_blessing(tmp_path, monkeypatch):
+    kwargs = dict(threshold=None, baselines=("random", "popularity"), margin=0.005)
+    blessing, root = _run_executor(tmp_path / "a", monkeypatch, joint_recall=0.304, **kwargs)
+    assert blessing.get_int_custom_property(bl.BLESSED_KEY) == 0
+    assert blessing.get_float_custom_property("popularity_joint_recall") == pytest.approx(0.3)
+    assert blessing.get_float_custom_property(bl.MARGIN_KEY) == pytest.approx(0.005)
+    assert not blessing.has_custom_property(bl.MIN_JOINT_RECALL_KEY)
+    decision = json.loads((root / "eval" / jrv.METRICS_FILE).read_text())["decision"]
+    assert decision["naive_joint_recalls"] == {"random": 0.1, "popularity": 0.3}
+    assert decision["reasons"] == [
+        "joint recall 0.3040 does not beat the popularity ranker's 0.3000 by more than margin=0.0050"]
+    blessing, _ = _run_executor(tmp_path / "b", monkeypatch, joint_recall=0.306, **kwargs)
+    assert blessing.get_int_custom_property(bl.BLESSED_KEY) == 1
+    # Only the named rankers count: against random alone 0.2 is enough.
+    blessing, _ = _run_executor(tmp_path / "c", monkeypatch, joint_recall=0.2, threshold=None,
+                                baselines=("random",), margin=0.005)
+    assert blessing.get_int_custom_property(bl.BLESSED_KEY) == 1
+
+
+def test_the_default_validator_beats_both_naive_rankers_with_no_absolute_bar():
+    from tfx import v1 as tfx
+
+    validator = jrv.JointRecallValidator(examples=tfx.dsl.Channel(type=standard_artifacts.Examples),
+                                         model=tfx.dsl.Channel(type=standard_artifacts.Model))
+    props = validator.exec_properties
+    assert json.loads(props["baselines"]) == ["random", "popularity"]
+    assert props["margin"] == jrv.DEFAULT_MARGIN and props.get("min_joint_recall") is None
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
+        ({"baselines": ("random", "ctr")}, r"baselines must be among \['random', 'popularity'\], got baselines=\['random', 'ctr'\]"),
+        ({"margin": 2.0}, "margin"),
         ({"min_joint_recall": 1.5}, "min_joint_recall"),
         ({"min_joint_recall": 0.5, "tolerance": -0.1}, "tolerance"),
         ({"min_joint_recall": 0.5, "k": 0}, "k"),

@@ -8,7 +8,13 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfcascade.metrics.functions import ground_truth, joint_recall, ndcg, stage_recall
+from tfcascade.metrics.functions import (
+    expected_recall,
+    ground_truth,
+    joint_recall,
+    ndcg,
+    stage_recall,
+)
 from tfcascade.metrics.streaming import NDCG, JointRecall, StageRecall
 from tfcascade.ops.cascade_select import cascade_select
 
@@ -202,3 +208,54 @@ def test_gauc_rejects_nan_and_bad_k():
         gauc(np.array([[1.0, 0.0]]), np.array([[np.nan, 0.0]]), 1)
     with pytest.raises(ValueError, match="k=0"):
         gauc(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]), 0)
+
+
+# ---- expected recall of a ranking with random tie-breaking (the blessing's naive rankers) -----
+
+def _recall_over_every_tie_order(labels, scores, k, qs, mask):
+    """Brute force: Joint Recall@k@q_T of the cascade whose every stage ranks by ``scores`` with
+    ties broken by the order π, averaged over every permutation π of the items."""
+    import itertools
+
+    n = labels.shape[-1]
+    total = 0.0
+    perms = list(itertools.permutations(range(n)))
+    for perm in perms:
+        # A tiny per-item offset below the gap between distinct scores breaks ties in π's order.
+        rank = np.empty(n)
+        rank[list(perm)] = np.arange(n)
+        broken = scores - 1e-6 * rank
+        total += joint_recall(labels, [broken] * len(qs), k, qs, mask=mask)
+    return total / len(perms)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), k=st.integers(1, 4), q=st.integers(1, 6),
+       levels=st.integers(1, 4), two_stages=st.booleans())
+def test_expected_recall_equals_the_mean_over_every_tie_break_order(seed, n, k, q, levels, two_stages):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, (3, n)).astype(np.float64)
+    mask = (rng.random((3, n)) < 0.8).astype(np.float64)
+    scores = rng.integers(0, levels, (3, n)).astype(np.float64)  # few levels: many ties
+    qs = [q + 1, q] if two_stages else [q]
+    expected = _recall_over_every_tie_order(labels, scores, k, qs, mask)
+    assert expected_recall(labels, scores, k, q, mask=mask) == pytest.approx(expected, abs=1e-9)
+
+
+def test_constant_scores_are_a_random_order():
+    labels = np.array([[3, 2, 1, 0, 0, 0, -1, -1], [1, 0, 0, 0, 0, 0, 0, 0]], np.float64)
+    # 6 valid items, keep 3: each kept with probability 1/2; 8 valid, keep 3: 3/8.
+    assert expected_recall(labels, np.zeros_like(labels), k=2, q=3) == pytest.approx((0.5 + 3 / 8) / 2)
+    # Distinct scores: expected recall is the plain recall.
+    scores = np.random.default_rng(0).random(labels.shape)
+    assert expected_recall(labels, scores, 2, 3) == pytest.approx(stage_recall(labels, scores, 2, 3))
+
+
+def test_expected_recall_rejects_bad_input():
+    labels = np.zeros((2, 5))
+    with pytest.raises(ValueError, match="q must be a positive integer, got q=0"):
+        expected_recall(labels, labels, 2, 0)
+    with pytest.raises(ValueError, match="NaN"):
+        expected_recall(labels, np.full((2, 5), np.nan), 2, 3)
+    with pytest.raises(ValueError, match=r"scores.shape=\(2, 4\)"):
+        expected_recall(labels, np.zeros((2, 4)), 2, 3)

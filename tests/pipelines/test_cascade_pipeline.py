@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 
 import pytest
 
@@ -130,6 +131,17 @@ def test_kubeflow_spec_compiles(tmp_path):
         validator_exec["container"]["args"])
     params = tasks[cp.VALIDATOR]["inputs"]["parameters"]
     assert params["min_joint_recall"]["runtimeValue"]["constantValue"]["doubleValue"] == 0.4
+    assert json.loads(params["baselines"]["runtimeValue"]["constantValue"]["stringValue"]) == [
+        "random", "popularity"]
+    # What a KFP v2 cluster runs: the bare PipelineSpec with the root, in a .yaml file.
+    from tfcascade.pipelines.kubeflow_runner import write_kfp_package
+
+    package = write_kfp_package(spec, str(tmp_path / "pipeline_spec.yaml"))
+    assert json.loads((tmp_path / "pipeline_spec.yaml").read_text()) == package
+    assert package["root"] == pipeline_spec["root"]
+    assert package["defaultPipelineRoot"] == spec["runtimeConfig"]["gcsOutputDirectory"]
+    with pytest.raises(ValueError, match="must be a .yaml or .yml file"):
+        write_kfp_package(spec, str(tmp_path / "p.json"))
 
 
 def _tampered(job: dict, edit) -> dict:
@@ -225,6 +237,9 @@ def test_cli_summary_tells_where_and_how_to_serve():
     text = format_summary(_summary(pushed=True, pushed_destination="/s/cascade/3",
                                    pushed_version="3"), "/s", "cascade")
     assert "0.6100" in text and "threshold 0.5000" in text and "none yet" in text
+    naive = format_summary(_summary(min_joint_recall=None, margin=0.005,
+                                    naive_joint_recalls={"random": 0.1, "popularity": 0.3}), "/s", "cascade")
+    assert "to beat: random ranker 0.1000, popularity ranker 0.3000 (+ margin 0.0050); latest blessed none yet" in naive
     assert "blessed:          yes" in text and "/s/cascade/3 (version 3)" in text
     assert "docker compose" in text and "v1/models/cascade:predict" in text
     assert "Trainer" in text and "CACHED" in text
@@ -269,6 +284,23 @@ def test_cli_parses_the_documented_commands():
 
 # ---- end to end on the tiny preset (LocalDagRunner, SQLite ML Metadata) ----------------------
 
+def test_cli_blessing_options_reach_the_pipeline_and_bad_ones_are_usage_errors():
+    from tfcascade.cli.main import UsageError, build_parser
+    from tfcascade.cli.pipeline import blessing_kwargs
+
+    parser = build_parser(["pipeline"])
+    base = ["pipeline", "run", "--pipeline-root", "p", "--serving-dir", "s"]
+    assert blessing_kwargs(parser.parse_args(base)) == {}  # the pipeline's defaults
+    args = parser.parse_args(base + ["--baselines", "popularity", "--margin", "0.02", "--min-joint-recall", "0.1"])
+    assert blessing_kwargs(args) == {"baselines": ("popularity",), "margin": 0.02, "min_joint_recall": 0.1}
+    assert blessing_kwargs(parser.parse_args(base + ["--baselines", "none"])) == {"baselines": ()}
+    for bad, message in ((["--baselines", "random,ctr"], "--baselines: ctr is not a naive ranker"),
+                         (["--margin", "-0.1"], "--margin: margin must be a finite number in [0, 1]"),
+                         (["--tolerance", "2"], "--tolerance: tolerance must be")):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            blessing_kwargs(parser.parse_args(base + bad))
+
+
 def _tree(folder):
     """Relative path -> (size, mtime) of every file under ``folder``."""
     out = {}
@@ -298,13 +330,15 @@ def tiny_runs(tmp_path_factory):
     # Other cuts than the defaults: they must reach the trained model, the validator and serving.
     common = dict(data_dir=str(raw), pipeline_root=str(root / "root"), serving_dir=str(serving),
                   spec=PIPELINE_SPEC, config=TrainConfig(epochs=1, batch_size=32), eval_batch_size=64,
-                  min_joint_recall=0.0)
+                  baselines=())
     runs = {"serving": serving, "root": root / "root"}
     runs["first"] = run_pipeline(**common)
     runs["after_first"] = _tree(serving)
     runs["second"] = run_pipeline(**common)
     runs["after_second"] = _tree(serving)
-    runs["third"] = run_pipeline(**{**common, "min_joint_recall": 1.0})
+    # The default rule (beat the naive rankers) and an absolute bar out of reach.
+    third = {key: value for key, value in common.items() if key != "baselines"}
+    runs["third"] = run_pipeline(**third, min_joint_recall=1.0)
     runs["after_third"] = _tree(serving)
     return runs
 
@@ -353,6 +387,14 @@ def test_model_below_the_threshold_is_not_pushed(tiny_runs):
     assert third.node_states[cp.TRAINER] == "CACHED"
     assert third.blessed is False and not third.pushed
     assert any("min_joint_recall" in reason for reason in third.reasons)
+    # The naive rankers were scored on the same eval split and each gates the blessing.
+    naive = third.naive_joint_recalls
+    assert set(naive) == {"random", "popularity"} and third.margin == pytest.approx(0.005)
+    for name, value in naive.items():
+        beaten = third.joint_recall > value + third.margin
+        assert beaten != any(f"the {name} ranker's" in reason for reason in third.reasons), (name, naive)
+    metrics = json.loads(open(third.metrics_path).read())
+    assert metrics["overall"]["baselines"] == pytest.approx(naive)
     assert tiny_runs["after_third"] == tiny_runs["after_second"]  # serving folder unchanged
 
 

@@ -3,7 +3,8 @@
 ::
 
     tfcascade pipeline run --preset small --pipeline-root runs/p --serving-dir runs/serving \\
-        [--data RAW_DIR] [--min-joint-recall 0.15] [--loss lcron --stages 2 --qs 30,20 --epochs 1]
+        [--data RAW_DIR] [--baselines random,popularity --margin 0.005] [--min-joint-recall 0.15]
+        [--loss lcron --stages 2 --qs 30,20 --epochs 1]
     tfcascade pipeline compile --kubeflow --output pipeline.json [--image IMAGE]
 
 TFX is imported only when a sub-command runs (``import tfcascade`` never loads it).
@@ -40,8 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run_p.add_argument("--serving-dir", required=True, help="TF Serving model base folder")
     run_p.add_argument("--model-name", default=None, help="served model name (default: cascade)")
     run_p.add_argument("--pipeline-name", default=None, help="default: tfcascade")
-    run_p.add_argument("--min-joint-recall", type=float, default=None,
-                       help="absolute blessing threshold on Joint Recall@K@q_T")
+    add_blessing_options(run_p)
     run_p.add_argument("--tolerance", type=float, default=None,
                        help="allowed drop below the latest blessed model's joint recall")
     run_p.add_argument("--loss", default="lcron", help="cascade loss (tfcascade.training)")
@@ -60,15 +60,59 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="compile with KubeflowV2DagRunner (the only target)")
     comp_p.add_argument("--output", required=True, help="PipelineJob JSON file to write")
     comp_p.add_argument("--image", default=None, help="container image of every step")
+    comp_p.add_argument("--kfp-package", default=None, metavar="FILE.yaml",
+                        help="also write the package a Kubeflow Pipelines v2 cluster runs (the bare "
+                             "PipelineSpec; the --output JSON is what Vertex AI runs)")
     comp_p.add_argument("--data", default=None, help="cluster path of the raw logs")
     comp_p.add_argument("--pipeline-root", default=None, help="cluster path (gs://...)")
     comp_p.add_argument("--serving-dir", default=None, help="cluster path (gs://...)")
     comp_p.add_argument("--loss", default="lcron")
     add_spec_options(comp_p)
     comp_p.add_argument("--epochs", type=int, default=1)
-    comp_p.add_argument("--min-joint-recall", type=float, default=None)
+    add_blessing_options(comp_p)
     parser.set_defaults(_pipeline_parser=parser)
     return parser
+
+
+def add_blessing_options(parser: argparse.ArgumentParser) -> None:
+    """``--baselines``, ``--margin`` and ``--min-joint-recall``: the validator's blessing rule."""
+    parser.add_argument("--baselines", type=_names, default=None,
+                        help="naive rankers the cascade must beat on the eval split, comma-separated "
+                             "(default: random,popularity; 'none' for none)")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="by how much it must beat each of them in joint recall (default: 0.005)")
+    parser.add_argument("--min-joint-recall", type=float, default=None,
+                        help="also require this absolute Joint Recall@K@q_T (default: no absolute bar)")
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return () if value.strip().lower() == "none" else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def blessing_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The blessing options given on the command line, as ``create_pipeline`` keywords.
+
+    Raises:
+      UsageError: an unknown ``--baselines`` name, or a ``--margin`` / ``--min-joint-recall`` /
+        ``--tolerance`` outside [0, 1], naming the option.
+    """
+    from tfcascade.cli.main import UsageError
+    from tfcascade.components.blessing import decide_blessing
+    from tfcascade.components.cascade_evaluation import BASELINES
+
+    unknown = [name for name in args.baselines or () if name not in BASELINES]
+    if unknown:
+        raise UsageError(f"--baselines: {','.join(unknown)} is not a naive ranker; choose from "
+                         f"{','.join(BASELINES)} or none")
+    for key in ("margin", "min_joint_recall", "tolerance"):
+        value = getattr(args, key, None)
+        if value is not None:
+            try:
+                decide_blessing(0.0, **{key: value})
+            except (TypeError, ValueError) as err:
+                raise UsageError(f"--{key.replace('_', '-')}: {err}") from None
+    return {key: getattr(args, key) for key in ("min_joint_recall", "baselines", "margin")
+            if getattr(args, key) is not None}
 
 
 def simulated_data(pipeline_root: str, preset: str, seed: int) -> str:
@@ -98,9 +142,10 @@ def _run(args: argparse.Namespace) -> int:
                      steps_per_epoch=args.train_steps, sampled_negatives=args.sampled_negatives)
     data_dir = args.data or simulated_data(args.pipeline_root, args.preset, args.seed)
     kwargs: dict[str, Any] = {"spec": spec, "config": config, "enable_cache": not args.no_cache}
-    for key in ("model_name", "pipeline_name", "min_joint_recall", "tolerance"):
+    for key in ("model_name", "pipeline_name", "tolerance"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
+    kwargs.update(blessing_kwargs(args))
     summary = run_pipeline(data_dir=data_dir, pipeline_root=args.pipeline_root,
                            serving_dir=args.serving_dir, **kwargs)
     if args.json:
@@ -121,8 +166,13 @@ def format_summary(summary, serving_dir: str, model_name: str) -> str:
         return "\n".join(lines)
     baseline = ("none yet" if summary.baseline_joint_recall is None
                 else f"{summary.baseline_joint_recall:.4f}")
+    bars = [f"{name} ranker {value:.4f}" for name, value in summary.naive_joint_recalls.items()]
+    if summary.margin is not None and bars:
+        bars[-1] += f" (+ margin {summary.margin:.4f})"
+    if summary.min_joint_recall is not None:
+        bars.append(f"threshold {summary.min_joint_recall:.4f}")
     lines += [
-        f"joint recall:     {summary.joint_recall:.4f}  (threshold {summary.min_joint_recall:.4f}, "
+        f"joint recall:     {summary.joint_recall:.4f}  (to beat: {', '.join(bars) or 'nothing'}; "
         f"latest blessed {baseline})",
         f"blessed:          {'yes' if summary.blessed else 'no'}",
     ]
@@ -149,11 +199,14 @@ def format_summary(summary, serving_dir: str, model_name: str) -> str:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from tfcascade.cli.main import UsageError
+
+    if args.kfp_package is not None and not args.kfp_package.endswith((".yaml", ".yml")):
+        raise UsageError(f"--kfp-package must name a .yaml or .yml file (the KFP client refuses "
+                         f"other names), got {args.kfp_package!r}")
     from tfcascade.pipelines import kubeflow_runner as kr
 
-    kwargs: dict[str, Any] = {"spec": spec_from_args(args), "config": _config(args)}
-    if args.min_joint_recall is not None:
-        kwargs["min_joint_recall"] = args.min_joint_recall
+    kwargs: dict[str, Any] = {"spec": spec_from_args(args), "config": _config(args), **blessing_kwargs(args)}
     job = kr.compile_pipeline(
         args.output,
         data_dir=args.data or kr.DEFAULT_DATA,
@@ -169,9 +222,13 @@ def _compile(args: argparse.Namespace) -> int:
     print("submit it to Vertex AI Pipelines:")
     print("  python -c \"from google.cloud import aiplatform as ai; ai.PipelineJob("
           f"display_name='tfcascade', template_path='{args.output}').submit()\"")
-    print("or to Kubeflow Pipelines:")
+    if args.kfp_package is None:
+        print("for a Kubeflow Pipelines cluster, add --kfp-package pipeline_spec.yaml")
+        return 0
+    kr.write_kfp_package(job, args.kfp_package)
+    print(f"wrote {os.path.abspath(args.kfp_package)} (the KFP package); submit it to Kubeflow Pipelines:")
     print(f"  python -c \"import kfp; kfp.Client(host=HOST).create_run_from_pipeline_package("
-          f"'{args.output}')\"")
+          f"'{args.kfp_package}')\"")
     return 0
 
 

@@ -1,13 +1,18 @@
 """The blessing rule of the JointRecallValidator and the ML Metadata look-up of its baseline.
 
 A candidate cascade is blessed (may be pushed to serving) only if its end-to-end Joint
-Recall@K@q_T (LCRON, arXiv 2503.09492) clears two bars:
+Recall@K@q_T (LCRON, arXiv 2503.09492) on the eval split clears every bar that applies:
 
-    blessed  <=>  JR(candidate) >= min_joint_recall                      (absolute bar)
-             and  JR(candidate) >= JR(latest blessed model) - tolerance   (no regression)
+    blessed  <=>  JR(candidate) >  JR(b) + margin  for every naive ranker b   (beats the baselines)
+             and  JR(candidate) >= JR(latest blessed model) - tolerance       (no regression)
+             and  JR(candidate) >= min_joint_recall                           (optional absolute bar)
 
-The second bar is skipped while no model has been blessed yet. The baseline's joint recall is
-the one recorded on its ``ModelBlessing`` artifact in ML Metadata (custom property
+The naive rankers are scored on the same eval requests by the validator
+(``tfcascade.components.cascade_evaluation``): ``random`` (a random order) and ``popularity``
+(items ordered by how often they were logged in the train split). Beating them is what a model
+must do on any dataset, where an absolute threshold fits one dataset only. The regression bar
+is skipped while no model has been blessed yet; the latest blessed model's joint recall is the
+one recorded on its ``ModelBlessing`` artifact in ML Metadata (custom property
 ``joint_recall``), i.e. measured by the validator run that blessed it.
 
 This module needs neither TFX nor ML Metadata to import: the look-up works on any object with
@@ -17,7 +22,7 @@ the ``MetadataStore`` methods it calls, which keeps the rule testable against a 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +37,9 @@ BASELINE_MODEL_ID_KEY = "baseline_model_id"
 JOINT_RECALL_KEY = "joint_recall"
 MIN_JOINT_RECALL_KEY = "min_joint_recall"
 BASELINE_JOINT_RECALL_KEY = "baseline_joint_recall"
+MARGIN_KEY = "margin"
+# ``<name>_joint_recall``: each naive ranker's joint recall on the same eval split.
+NAIVE_JOINT_RECALL_SUFFIX = "_joint_recall"
 BLESSED_FILE_NAME = "BLESSED"
 NOT_BLESSED_FILE_NAME = "NOT_BLESSED"
 MODEL_BLESSING_TYPE = "ModelBlessing"
@@ -43,9 +51,11 @@ class BlessingDecision:
 
     blessed: bool
     joint_recall: float
-    min_joint_recall: float
+    min_joint_recall: float | None
     baseline_joint_recall: float | None
     tolerance: float
+    naive_joint_recalls: dict[str, float] = field(default_factory=dict)
+    margin: float = 0.0
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +65,8 @@ class BlessingDecision:
             "min_joint_recall": self.min_joint_recall,
             "baseline_joint_recall": self.baseline_joint_recall,
             "tolerance": self.tolerance,
+            "naive_joint_recalls": dict(self.naive_joint_recalls),
+            "margin": self.margin,
             "reasons": list(self.reasons),
         }
 
@@ -70,17 +82,23 @@ def _check_fraction(name: str, value: Any) -> float:
 
 def decide_blessing(
     joint_recall: float,
-    min_joint_recall: float,
+    min_joint_recall: float | None = None,
     baseline_joint_recall: float | None = None,
     tolerance: float = 0.0,
+    *,
+    naive_joint_recalls: Mapping[str, float] | None = None,
+    margin: float = 0.0,
 ) -> BlessingDecision:
     """Applies the blessing rule (module docstring) to one candidate.
 
     Args:
       joint_recall: the candidate's Joint Recall@K@q_T on the eval split, in [0, 1].
-      min_joint_recall: the absolute bar, in [0, 1].
+      min_joint_recall: the absolute bar, in [0, 1]; None for none.
       baseline_joint_recall: joint recall of the latest blessed model, or None if there is none.
       tolerance: how far below the baseline the candidate may be and still be blessed, in [0, 1].
+      naive_joint_recalls: naive ranker name -> its joint recall on the same eval split; the
+        candidate must beat each by more than ``margin``.
+      margin: how much better than every naive ranker the candidate must be, in [0, 1].
 
     Returns:
       A :class:`BlessingDecision`; ``reasons`` names each bar the candidate failed (empty when
@@ -90,12 +108,22 @@ def decide_blessing(
       ValueError / TypeError: an argument is not a finite number in [0, 1].
     """
     joint_recall = _check_fraction("joint_recall", joint_recall)
-    min_joint_recall = _check_fraction("min_joint_recall", min_joint_recall)
+    if min_joint_recall is not None:
+        min_joint_recall = _check_fraction("min_joint_recall", min_joint_recall)
     tolerance = _check_fraction("tolerance", tolerance)
+    margin = _check_fraction("margin", margin)
     if baseline_joint_recall is not None:
         baseline_joint_recall = _check_fraction("baseline_joint_recall", baseline_joint_recall)
+    naive = {str(name): _check_fraction(f"naive_joint_recalls[{name!r}]", value)
+             for name, value in (naive_joint_recalls or {}).items()}
     reasons = []
-    if joint_recall < min_joint_recall:
+    for name, value in naive.items():
+        if not joint_recall > value + margin:
+            reasons.append(
+                f"joint recall {joint_recall:.4f} does not beat the {name} ranker's {value:.4f} "
+                f"by more than margin={margin:.4f}"
+            )
+    if min_joint_recall is not None and joint_recall < min_joint_recall:
         reasons.append(
             f"joint recall {joint_recall:.4f} is below the threshold min_joint_recall="
             f"{min_joint_recall:.4f}"
@@ -111,6 +139,8 @@ def decide_blessing(
         min_joint_recall=min_joint_recall,
         baseline_joint_recall=baseline_joint_recall,
         tolerance=tolerance,
+        naive_joint_recalls=naive,
+        margin=margin,
         reasons=tuple(reasons),
     )
 

@@ -13,7 +13,9 @@ arXiv 2503.09492), which TFMA cannot express. This component:
    (custom property ``blessed`` = 1 / 0, file ``BLESSED`` / ``NOT_BLESSED``, plus
    ``current_model_id`` so that ``LatestBlessedModelStrategy`` can find it later), blessed
    only when :func:`tfcascade.components.blessing.decide_blessing` says so: joint recall
-   ≥ ``min_joint_recall`` and ≥ the latest blessed model's joint recall − ``tolerance``.
+   above each naive ranker's (``baselines``, scored on the same requests) by more than
+   ``margin``, ≥ the latest blessed model's joint recall − ``tolerance``, and ≥
+   ``min_joint_recall`` when that absolute bar is set.
 
 The latest blessed model comes from ML Metadata through a ``Resolver`` with
 ``LatestBlessedModelStrategy`` wired to the optional ``baseline_model`` / ``baseline_blessing``
@@ -36,8 +38,14 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from tfcascade.components import blessing as bl
+from tfcascade.components.cascade_evaluation import BASELINES
 
 DEFAULT_SLICE_FEATURES = ("age", "gender")
+DEFAULT_BASELINES = BASELINES
+# How much a cascade must beat the naive rankers by, in Joint Recall@K@q_T: about two standard
+# errors (0.0028 measured) of the per-request difference between a cascade and popularity over
+# the simulator's small-preset eval split (2,000 requests); docs/pipeline.md has the numbers.
+DEFAULT_MARGIN = 0.005
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "joint_recall_by_slice.png"
 
@@ -46,8 +54,12 @@ class JointRecallValidatorSpec(ComponentSpec):
     """Inputs, outputs and parameters of :class:`JointRecallValidator`."""
 
     PARAMETERS = {
-        "min_joint_recall": ExecutionParameter(type=float),
+        # Absent: no absolute bar.
+        "min_joint_recall": ExecutionParameter(type=float, optional=True),
         "tolerance": ExecutionParameter(type=float),
+        # JSON list of naive ranker names (cascade_evaluation.BASELINES) to beat.
+        "baselines": ExecutionParameter(type=str),
+        "margin": ExecutionParameter(type=float),
         # Absent: the trained model's own (its CascadeSpec).
         "k": ExecutionParameter(type=int, optional=True),
         # JSON lists (ExecutionParameter has no list type that compiles for Kubeflow V2).
@@ -102,11 +114,15 @@ class JointRecallValidatorExecutor(base_executor.BaseExecutor):
             batch_size=int(exec_properties["batch_size"]),
         )
         baseline_jr = bl.blessing_joint_recall(baseline_blessing)
+        threshold = exec_properties.get("min_joint_recall")
+        naive = metrics["overall"]["baselines"]
         decision = bl.decide_blessing(
             joint_recall=metrics["overall"]["joint_recall"],
-            min_joint_recall=float(exec_properties["min_joint_recall"]),
+            min_joint_recall=None if threshold is None else float(threshold),
             baseline_joint_recall=baseline_jr,
             tolerance=float(exec_properties["tolerance"]),
+            naive_joint_recalls={name: naive[name] for name in json.loads(exec_properties["baselines"])},
+            margin=float(exec_properties["margin"]),
         )
         metrics["decision"] = decision.as_dict()
         metrics["model"] = {"uri": model.uri, "id": model.id}
@@ -124,8 +140,9 @@ class JointRecallValidatorExecutor(base_executor.BaseExecutor):
 
         _write_blessing(blessing, decision, model, baseline_model)
         logging.info(
-            "JointRecallValidator: joint recall %.4f (threshold %.4f, baseline %s) -> %s%s",
-            decision.joint_recall, decision.min_joint_recall, baseline_jr,
+            "JointRecallValidator: joint recall %.4f (naive rankers %s, margin %.4f, threshold %s, "
+            "latest blessed %s) -> %s%s",
+            decision.joint_recall, naive, decision.margin, decision.min_joint_recall, baseline_jr,
             "BLESSED" if decision.blessed else "NOT BLESSED",
             "" if decision.blessed else ": " + "; ".join(decision.reasons),
         )
@@ -145,7 +162,11 @@ def _write_blessing(
     blessing.set_string_custom_property(bl.CURRENT_MODEL_KEY, model.uri)
     blessing.set_int_custom_property(bl.CURRENT_MODEL_ID_KEY, model.id)
     blessing.set_float_custom_property(bl.JOINT_RECALL_KEY, decision.joint_recall)
-    blessing.set_float_custom_property(bl.MIN_JOINT_RECALL_KEY, decision.min_joint_recall)
+    if decision.min_joint_recall is not None:
+        blessing.set_float_custom_property(bl.MIN_JOINT_RECALL_KEY, decision.min_joint_recall)
+    blessing.set_float_custom_property(bl.MARGIN_KEY, decision.margin)
+    for name, value in decision.naive_joint_recalls.items():
+        blessing.set_float_custom_property(name + bl.NAIVE_JOINT_RECALL_SUFFIX, value)
     if baseline_model is not None:
         blessing.set_string_custom_property(bl.BASELINE_MODEL_KEY, baseline_model.uri)
         blessing.set_int_custom_property(bl.BASELINE_MODEL_ID_KEY, baseline_model.id)
@@ -161,8 +182,11 @@ class JointRecallValidator(base_component.BaseComponent):
     Args:
       examples: ``Examples`` with an ``eval`` split (from ``RecFlowExampleGen``).
       model: the Trainer's ``Model`` (``Format-Cascade/`` Keras cascade inside).
-      min_joint_recall: absolute blessing threshold, in [0, 1].
+      min_joint_recall: absolute blessing threshold, in [0, 1]; None (default) for none.
       tolerance: allowed drop below the latest blessed model's joint recall, in [0, 1].
+      baselines: the naive rankers (``random``, ``popularity``) the cascade must beat; () for
+        none.
+      margin: by how much it must beat each of them, in [0, 1].
       k: size of the ground-truth set (K); default: the trained model's (``CascadeSpec.k``).
       qs: items each stage keeps, earliest stage first; default: the trained model's
         (``CascadeSpec.qs``).
@@ -179,8 +203,10 @@ class JointRecallValidator(base_component.BaseComponent):
         self,
         examples: types.BaseChannel,
         model: types.BaseChannel,
-        min_joint_recall: float,
+        min_joint_recall: float | None = None,
         tolerance: float = 0.01,
+        baselines: Sequence[str] = DEFAULT_BASELINES,
+        margin: float = DEFAULT_MARGIN,
         k: int | None = None,
         qs: Sequence[int] | None = None,
         slice_features: tuple[str, ...] | list[str] = DEFAULT_SLICE_FEATURES,
@@ -189,7 +215,12 @@ class JointRecallValidator(base_component.BaseComponent):
         batch_size: int = 256,
     ):
         # Checked here so that a bad value fails when the pipeline is built, not hours later.
-        bl.decide_blessing(0.0, min_joint_recall, None, tolerance)
+        bl.decide_blessing(0.0, min_joint_recall, None, tolerance, margin=margin)
+        if isinstance(baselines, str):
+            baselines = [baselines]
+        unknown = [b for b in baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"baselines must be among {list(BASELINES)}, got baselines={list(baselines)!r}")
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"k must be a positive integer, got k={k!r}")
         if qs is not None:
@@ -205,8 +236,10 @@ class JointRecallValidator(base_component.BaseComponent):
                 model=model,
                 baseline_model=baseline_model,
                 baseline_blessing=baseline_blessing,
-                min_joint_recall=float(min_joint_recall),
+                min_joint_recall=None if min_joint_recall is None else float(min_joint_recall),
                 tolerance=float(tolerance),
+                baselines=json.dumps(list(baselines)),
+                margin=float(margin),
                 k=k,
                 qs=None if qs is None else json.dumps(qs),
                 slice_features=json.dumps(list(slice_features)),

@@ -142,6 +142,50 @@ def gains(labels: np.ndarray, gt: np.ndarray, gain: str) -> np.ndarray:
     raise ValueError(f"gain must be one of {GAINS}, got gain={gain!r}")
 
 
+def expected_recall(labels, scores, k: int = 10, q: int = 20, mask=None) -> float:
+    """Mean Recall@k@q of one ranking whose score ties are broken uniformly at random, in expectation.
+
+    Per request, the valid items scoring above the q-th largest valid score s_(q) are kept; of the
+    m valid items tied at s_(q), the r = q − #{s > s_(q)} still to keep are a uniform draw, so each
+    is kept with probability r / m (all items are kept when there are at most q):
+
+        E[Recall@k@q] = Σ_{i ∈ CS_gt} P(i kept) / |CS_gt|.
+
+    A cascade whose every stage ranks by the same scores (ties broken by one shared random order)
+    keeps the top-q_T of them, so this at q = q_T is its expected Joint Recall@k@q_T. Constant
+    scores give a uniformly random cascade: min(q, n) / n per request with n valid items. These
+    are the naive rankers the pipeline's blessing compares a trained cascade with.
+
+    Args:
+      labels: ``[B, n]`` graded labels, −1 = padding.
+      scores: ``[B, n]`` the ranking's scores (constant for a random order).
+      k: ground-truth size K.
+      q: how many items are kept (q_T for a cascade).
+      mask: optional ``[B, n]`` validity.
+
+    Returns:
+      The mean over requests with at least one valid item.
+    """
+    labels, valid = _check_labels(labels, mask)
+    scores = _check_scores("scores", scores, labels)
+    gt = _top(labels, valid, _check_positive("k", k))
+    q = _check_positive("q", q)
+    if np.isnan(scores[valid]).any():
+        raise ValueError("scores contain NaN at valid items")
+    if labels.shape[-1] <= q:
+        kept = valid.astype(np.float64)
+    else:
+        ranked = -np.sort(np.where(valid, -scores, np.inf), axis=-1)  # valid scores descending
+        cut = ranked[:, q - 1:q]  # s_(q); -inf where a row has fewer than q valid items
+        above = valid & (scores > cut)
+        tied = valid & (scores == cut)
+        to_keep = q - above.sum(-1, keepdims=True)
+        share = to_keep / np.maximum(tied.sum(-1, keepdims=True), 1)
+        kept = np.where(valid.sum(-1, keepdims=True) <= q, valid, above + tied * share)
+    n_gt = gt.sum(-1)
+    return _mean((kept * gt).sum(-1) / np.maximum(n_gt, 1), n_gt > 0)
+
+
 def ndcg(labels, scores, k: int = 10, mask=None, gain: str = "linear") -> float:
     """Mean NDCG@k of one stage's ranking of the valid items.
 

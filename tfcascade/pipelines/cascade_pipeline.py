@@ -31,17 +31,22 @@ from tfx import v1 as tfx
 
 from tfcascade.components import trainer_module
 from tfcascade.components.atomic_pusher import AtomicPusher, push_destination
-from tfcascade.components.joint_recall_validator import DEFAULT_SLICE_FEATURES, JointRecallValidator
+from tfcascade.components.joint_recall_validator import (
+    DEFAULT_BASELINES,
+    DEFAULT_MARGIN,
+    DEFAULT_SLICE_FEATURES,
+    JointRecallValidator,
+)
 from tfcascade.components.recflow_example_gen import RecFlowExampleGen
 from tfcascade.models.spec import CascadeSpec
 from tfcascade.training.config import TrainConfig
 
 DEFAULT_PIPELINE_NAME = "tfcascade"
 DEFAULT_MODEL_NAME = "cascade"
-# Absolute blessing bar on Joint Recall@10@q_T. A random cascade scores q_T / n = 20 / 200 =
-# 0.10 on the eval lists (160 sampled negatives); one epoch on the simulator's small preset
-# (batch 256) measured 0.20-0.24 for BCE/DFTopK, so 0.15 rejects models that learned nothing.
-DEFAULT_MIN_JOINT_RECALL = 0.15
+# The blessing (tfcascade.components.blessing): beat the naive rankers scored on the same eval
+# split by DEFAULT_MARGIN and do not regress below the latest blessed model by more than
+# DEFAULT_TOLERANCE. No absolute bar by default: one fits one dataset only.
+DEFAULT_MIN_JOINT_RECALL = None
 DEFAULT_TOLERANCE = 0.01
 
 # Node ids, also what the tests and the CLI look up in ML Metadata.
@@ -102,8 +107,10 @@ def create_pipeline(
     pipeline_name: str = DEFAULT_PIPELINE_NAME,
     model_name: str = DEFAULT_MODEL_NAME,
     eval_days: int = 1,
-    min_joint_recall: float = DEFAULT_MIN_JOINT_RECALL,
+    min_joint_recall: float | None = DEFAULT_MIN_JOINT_RECALL,
     tolerance: float = DEFAULT_TOLERANCE,
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    margin: float = DEFAULT_MARGIN,
     slice_features: Sequence[str] = DEFAULT_SLICE_FEATURES,
     eval_batch_size: int = 256,
     metadata_connection_config: Any = None,
@@ -124,7 +131,10 @@ def create_pipeline(
         ``TrainConfig()``); its ``steps_per_epoch`` is also the Trainer's ``TrainArgs``.
       pipeline_name / model_name: names of the pipeline (ML Metadata context) and served model.
       eval_days: days held out for the eval split.
-      min_joint_recall, tolerance: the blessing rule (``tfcascade.components.blessing``).
+      min_joint_recall, tolerance, baselines, margin: the blessing rule
+        (``tfcascade.components.blessing``): beat each naive ranker in ``baselines`` by more
+        than ``margin``, stay within ``tolerance`` of the latest blessed model, and clear
+        ``min_joint_recall`` when it is not None.
       slice_features: user features the validator slices its metrics by.
       eval_batch_size: the validator's batch size.
       metadata_connection_config: ML Metadata connection (None: the orchestrator's default).
@@ -182,6 +192,8 @@ def create_pipeline(
         baseline_blessing=resolver.outputs["model_blessing"],
         min_joint_recall=min_joint_recall,
         tolerance=tolerance,
+        baselines=tuple(baselines),
+        margin=margin,
         slice_features=tuple(slice_features),
         batch_size=eval_batch_size,
     ).with_id(VALIDATOR)

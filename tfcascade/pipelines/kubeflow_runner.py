@@ -98,6 +98,33 @@ def compile_pipeline(
     return job
 
 
+def write_kfp_package(job: dict[str, Any], path: str) -> dict[str, Any]:
+    """Writes what a Kubeflow Pipelines v2 cluster runs: the job's bare ``PipelineSpec`` with its
+    pipeline root as ``defaultPipelineRoot``, as YAML (JSON text, which is YAML).
+
+    ``kfp.Client().create_run_from_pipeline_package`` takes only such a file (named ``.yaml`` or
+    ``.yml``), not the Vertex ``PipelineJob`` JSON that :func:`compile_pipeline` writes.
+
+    Args:
+      job: the ``PipelineJob`` returned by :func:`compile_pipeline`.
+      path: the file to write; must end in ``.yaml`` or ``.yml``.
+
+    Returns:
+      The written package as a dict.
+
+    Raises:
+      ValueError: ``path`` does not end in ``.yaml`` / ``.yml``.
+    """
+    if not str(path).endswith((".yaml", ".yml")):
+        raise ValueError(f"a KFP package must be a .yaml or .yml file (the KFP client refuses other "
+                         f"names), got path={path!r}")
+    package = {**job["pipelineSpec"], "defaultPipelineRoot": job["runtimeConfig"]["gcsOutputDirectory"]}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(package, f, indent=1)
+    return package
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="PipelineJob JSON to write")

@@ -95,7 +95,7 @@ def check_pipeline_job(job: Mapping[str, Any], image: str | None = None) -> list
             type(cascade)(cascade.stage_kinds, cascade.stage_names, qs, int(validator.get("k", cascade.k)))
         except ValueError as err:
             problems.append(f"{VALIDATOR}: k / qs do not fit the Trainer's spec ({err})")
-    for name in ("min_joint_recall", "tolerance"):
+    for name in ("min_joint_recall", "tolerance", "margin"):
         value = validator.get(name)
         if value is not None and not 0.0 <= float(value) <= 1.0:
             problems.append(f"{VALIDATOR}: {name}={value!r} is not in [0, 1]")
