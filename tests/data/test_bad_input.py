@@ -212,3 +212,22 @@ def test_a_ranked_row_without_its_position_is_dead(clean):
         "a rank_pos row needs its rank_index (the graded label), got rank_index=-1")
     top = _frame(clean).query("rerank_pos == 1").iloc[0].to_dict()
     assert "needs its rerank_index" in row_problem(dict(top, rerank_index=-1))
+
+
+def test_a_duplicate_of_the_same_stage_keeps_one_row_whatever_order_the_rows_arrive_in():
+    """Runners (Dask, Dataflow) deliver a request's rows in any order: the kept row must not
+    depend on it."""
+    import itertools
+
+    from tfcascade.data.assemble import _deduplicate
+
+    base = {"request_id": 5, "video_id": 9, "rank_pos": 0, "rank_neg": 1, "rerank_pos": 0, "rerank_neg": 0,
+            "coarse_neg": 0, "prerank_neg": 0, "realshow": 0, "rank_index": 3}
+    rows = [dict(base, author_id=a) for a in (7, 3, 11)] + [dict(base, video_id=2, author_id=1)]
+    kept = set()
+    for order in itertools.permutations(rows):
+        dead: list = []
+        out = _deduplicate(list(order), dead)
+        assert len(out) == 2 and len(dead) == 2
+        kept.add(tuple(sorted((r["video_id"], r["author_id"]) for r in out)))
+    assert kept == {((2, 1), (9, 3))}

@@ -12,8 +12,10 @@
 Every input row is counted exactly once: ``input_rows = used_rows + dead_letter_rows``, where
 input rows are the all_stage rows plus the items only request_id_dict lists
 (``tfcascade.data.assemble``; Beam counters in namespace ``tfcascade.preprocess`` and
-``stats.json``). Runs in process (Beam's FnApiRunner) unless ``--runner`` is given; every Beam pipeline
-option (``--runner``, ``--project``, …) passes through unchanged. A local output is written to
+``stats.json``). Runs in process (Beam's FnApiRunner) unless ``--runner`` is given;
+``--runner DaskRunner`` runs on ``tfcascade.beam.dask_runner.DaskRunner`` (Beam 2.77's own Dask
+runner runs only one branch of this pipeline); every other Beam pipeline option (``--project``,
+``--dask_workers``, …) passes through unchanged. A local output is written to
 a temporary folder and renamed when complete, so a failed run leaves no partial output.
 """
 
@@ -167,7 +169,7 @@ def _index(split_record, vocabularies):
     split, record = split_record
     lookup = vocabularies["lookup"]
     _counter(f"requests_written_{split}").inc()
-    return split, to_example(index_record(record, lookup)).SerializeToString()
+    return split, to_example(index_record(record, lookup)).SerializeToString(deterministic=True)
 
 
 def build_pipeline(p: beam.Pipeline, input_dir: str, output_dir: str, stages: int = 2,
@@ -235,7 +237,8 @@ def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: 
       eval_days: how many of the last days form the eval split.
       beam_args: Beam pipeline options, passed through unchanged; with no ``--runner`` the
         pipeline runs in process on Beam's FnApiRunner (the DirectRunner's batch engine,
-        without its attempt to download the Prism runner).
+        without its attempt to download the Prism runner); ``--runner DaskRunner`` runs it on
+        ``tfcascade.beam.dask_runner.DaskRunner`` (needs the ``dask`` extra).
       num_negatives: extra negatives sampled from other requests per eval request.
       overwrite: replace a non-empty ``output_dir``.
 
@@ -275,10 +278,8 @@ def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: 
 
 def _run(input_dir: str, output_dir: str, stages: int, eval_days: int, beam_args: Sequence[str],
          num_negatives: int) -> dict:
-    named = any(a == "--runner" or a.startswith("--runner=") for a in beam_args)
-    # Beam's DirectRunner first tries to download the Prism runner; with no runner named we run
-    # the in-process FnApiRunner it would fall back to, so nothing is fetched.
-    p = beam.Pipeline(runner=None if named else FnApiRunner(), options=PipelineOptions(list(beam_args)))
+    runner, beam_args = _resolve_runner(beam_args)
+    p = beam.Pipeline(runner=runner, options=PipelineOptions(list(beam_args)))
     build_pipeline(p, input_dir, output_dir, stages, eval_days, num_negatives)
     result = p.run()
     result.wait_until_finish()
@@ -308,6 +309,47 @@ def _run(input_dir: str, output_dir: str, stages: int, eval_days: int, beam_args
     with FileSystems.create(FileSystems.join(output_dir, "stats.json")) as fh:
         fh.write((json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
     return stats
+
+
+DASK_RUNNER_NAMES = ("dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner",
+                     "tfcascade.beam.dask_runner.daskrunner")
+
+
+def _resolve_runner(beam_args: Sequence[str]):
+    """The runner to give ``beam.Pipeline`` and the Beam options left to parse.
+
+    Args:
+      beam_args: Beam pipeline options as given.
+
+    Returns:
+      ``(runner, args)``: with no ``--runner``, Beam's in-process FnApiRunner (the DirectRunner
+      first tries to download the Prism runner; this is the engine it falls back to, so nothing
+      is fetched); with ``--runner DaskRunner`` (or Beam's own DaskRunner's class path),
+      ``tfcascade.beam.dask_runner.DaskRunner``, whose translation runs every branch of this
+      pipeline (Beam 2.77's does not); any other runner is left to Beam (``runner`` None).
+
+    Raises:
+      ValueError: ``--runner`` is given without a value.
+    """
+    args, name, rest, i = list(beam_args), None, [], 0
+    while i < len(args):  # drops --runner X / --runner=X, keeps every other argument in order
+        if args[i] == "--runner":
+            if i + 1 == len(args) or args[i + 1].startswith("--"):
+                raise ValueError("--runner needs a value, e.g. --runner=DaskRunner")
+            name, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith("--runner="):
+            name = args[i].split("=", 1)[1]
+        else:
+            rest.append(args[i])
+        i += 1
+    if name is None:
+        return FnApiRunner(), args
+    if name.lower() in DASK_RUNNER_NAMES:
+        from tfcascade.beam.dask_runner import DaskRunner
+
+        return DaskRunner(), rest
+    return None, args
 
 
 def _non_empty(folder: str) -> bool:

@@ -9,7 +9,9 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "preprocess", help="Beam: RecFlow logs -> TFRecords, vocabularies, dead letters, stats",
         description="Unknown options are passed to Beam unchanged (e.g. --runner DataflowRunner "
-                    "--project P --region R --temp_location gs://...).")
+                    "--project P --region R --temp_location gs://...; --runner DaskRunner "
+                    "[--dask_workers N | --dask_client_address tcp://host:8786] runs on Dask, "
+                    "with the dask extra).")
     p.add_argument("--input", required=True, help="RecFlow-layout folder (any Beam filesystem)")
     p.add_argument("--output", required=True, help="output folder (absent or empty)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")

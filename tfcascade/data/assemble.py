@@ -117,11 +117,16 @@ def assemble_request(request_id: int, rows: Sequence[Mapping], entry: object, hi
 
 
 def _deduplicate(rows: Sequence[Mapping], dead: list) -> list:
-    """One row per video id: the most advanced stage, the first on a tie; the rest to ``dead``."""
+    """One row per video id: the most advanced stage, on a tie the least row by its values
+    (column order), so the choice does not depend on the order the runner delivers rows in;
+    the rest to ``dead``."""
+    def preference(row: Mapping) -> tuple:
+        return (stage_rank(row), tuple(sorted(row.items())))  # normalised rows: numbers only
+
     best: dict[int, Mapping] = {}
     for row in rows:
         video = int(row["video_id"])
-        if video not in best or stage_rank(row) < stage_rank(best[video]):
+        if video not in best or preference(row) < preference(best[video]):
             best[video] = row
     kept = []
     for row in rows:
