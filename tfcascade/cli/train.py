@@ -55,6 +55,9 @@ def add_parser(subparsers):
     p.add_argument("--restart", action="store_true",
                    help="start over even if --model-dir holds an interrupted run's backup (otherwise a rerun "
                         "resumes it, and is refused if its options differ)")
+    p.add_argument("--ps-min-shard-rows", type=int, default=None,
+                   help="parameter-server clusters: split a table along its rows across the parameter servers "
+                        "when each shard gets at least this many rows (default 8192)")
     return p
 
 
@@ -113,15 +116,25 @@ def usage_errors(option_names: dict[str, str] | None = None):
 
 
 def run(args) -> int:
-    from tfcascade.cli.main import require_folder
+    """Trains as ``TF_CONFIG`` says: alone, on a data-parallel cluster, or as the chief of a
+    parameter-server cluster; a ``worker`` or ``ps`` task of a parameter-server cluster runs its
+    TensorFlow server instead, until it is killed (one line on stderr says so)."""
+    from tfcascade.cli.main import UsageError, require_folder
+    from tfcascade.training.distribution import DEFAULT_MIN_SHARD_ROWS, run_server, serves_cluster
 
+    if serves_cluster():  # before anything else: a parameter server need not see the data
+        run_server(lambda line: print(line, file=sys.stderr, flush=True))
+        return 0
     require_folder(args.data, "--data", "metadata.json", "tfcascade preprocess")
     spec = spec_from_args(args)
     config = config_from_args(args, loss=args.loss, seed=args.seed)
+    min_shard_rows = DEFAULT_MIN_SHARD_ROWS if args.ps_min_shard_rows is None else args.ps_min_shard_rows
+    if min_shard_rows < 1:
+        raise UsageError(f"--ps-min-shard-rows must be an integer > 0, got --ps-min-shard-rows {min_shard_rows}")
     from tfcascade.training import train
     from tfcascade.training.distribution import describe, strategy_from_environment
 
-    strategy = strategy_from_environment()  # before TensorFlow runs any op
+    strategy = strategy_from_environment(min_shard_rows)  # before TensorFlow runs any op
     if strategy is not None:
         print(describe(strategy), file=sys.stderr, flush=True)
     metrics = train(args.data, args.model_dir, config, spec, restart=args.restart, strategy=strategy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
@@ -19,6 +19,8 @@ from tfcascade.training.config import TrainConfig, resolve
 from tfcascade.training.distribution import (
     describe,
     is_chief,
+    is_parameter_server,
+    num_parameter_servers,
     num_workers,
     strategy_from_environment,
     strategy_name,
@@ -48,9 +50,9 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
     Writes ``model_dir/config.json`` (``CascadeModel.get_config``), ``checkpoints/``,
     TensorBoard logs in ``logs/`` and ``metrics.json``. An interrupted run resumes from its last
     backup (``backup/``, written at every epoch end, or every ``config.backup_every`` steps) when
-    called again with the same ``model_dir``, config and spec (Keras ``BackupAndRestore``;
-    default and Mirrored strategies); others are refused (``run_state.RunMismatchError``) unless
-    ``restart``. The final checkpoint is written under a temporary name and renamed before the
+    called again with the same ``model_dir``, config and spec (Keras ``BackupAndRestore``; every
+    strategy but ``OneDeviceStrategy``, at epoch ends only under ``ParameterServerStrategy``);
+    others are refused (``run_state.RunMismatchError``) unless ``restart``. The final checkpoint is written under a temporary name and renamed before the
     backup is deleted, so a kill at any moment loses at most the epoch in progress; steps and
     seconds in ``metrics.json`` add up over resumes.
 
@@ -62,10 +64,16 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
         must be the one the data was preprocessed for. Every stage brings its own callbacks
         and reports (``StageModel.training_callbacks`` / ``training_metrics``: a TARQ stage
         gets a ``CodebookMonitor`` and reports ``tarq_utilisation``).
-      strategy: a ``tf.distribute`` strategy (default: ``MultiWorkerMirroredStrategy`` when
-        ``TF_CONFIG`` names two or more workers (``training.distribution``), else the current
-        one). Under a multi-worker strategy ``config.batch_size`` is the global batch, the chief
-        writes ``model_dir`` and the other workers a scratch folder they remove at the end.
+      strategy: a ``tf.distribute`` strategy (default: the one ``TF_CONFIG`` asks for,
+        ``training.distribution.strategy_from_environment``, else the current one). Under
+        ``MultiWorkerMirroredStrategy`` ``config.batch_size`` is the global batch, the chief
+        writes ``model_dir`` and the other workers a scratch folder they remove at the end, and
+        every worker must be given the same ``model_dir``. Under ``ParameterServerStrategy``
+        this process is the coordinator: each step is one worker's batch of
+        ``config.batch_size`` (each worker reads its input from :func:`worker_dataset_fn`),
+        ``config.steps_per_epoch`` is required, ``model_dir`` and the data must be absolute
+        paths or URLs (the parameter servers write their checkpoint shards, the workers read
+        the data), the chief evaluates the written model, and batch-level callbacks are refused.
       train_files, eval_files: explicit TFRecord files (the TFX Trainer passes them).
       callbacks: more Keras callbacks for ``fit``.
       verbose: Keras' ``fit`` verbosity.
@@ -76,17 +84,24 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
 
     Returns:
       The evaluation metrics plus the config's options, the spec's fields and ``stages``,
-      ``train_step_ms``, ``train_seconds`` and ``steps`` (summed over resumes),
-      ``steps_this_run``, ``resumed``, ``strategy``, ``num_workers`` and what the stages report.
+      ``train_step_ms`` (None under ``ParameterServerStrategy``), ``train_seconds`` and
+      ``steps`` (optimizer updates, summed over resumes), ``steps_this_run``, ``resumed``,
+      ``strategy``, ``num_workers``, ``num_parameter_servers``, ``sharded_variables`` (under
+      ``ParameterServerStrategy``: :func:`sharded_variables`) and what the stages report.
 
     Raises:
-      ValueError: a bad option (before any work), or data of another number of stages.
+      ValueError: a bad option (before any work), data of another number of stages, an
+        option ``ParameterServerStrategy`` cannot honour, or workers of a data-parallel run
+        that would resume different backups (each given its own ``model_dir``).
     """
     config, spec = resolve(config, spec, **options)
     # First: a multi-worker strategy must exist before TensorFlow runs any op.
     strategy = strategy or strategy_from_environment() or tf.distribute.get_strategy()
+    coordinated = is_parameter_server(strategy)
+    if coordinated:
+        _require_parameter_server_options(config, model_dir, list(train_files) if train_files else data_dir)
     chief = is_chief(strategy)
-    if num_workers(strategy) > 1:
+    if num_workers(strategy) > 1 or coordinated:
         log.info("%s", describe(strategy))
     out_dir = model_dir if chief else os.path.join(model_dir, f".{task_name(strategy)}-scratch")
     meta = load_metadata(data_dir)
@@ -100,7 +115,11 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
     if tf.io.gfile.exists(config_path):  # a rerun resumes the backup: only on the same data
         require_same_data(_read_json(config_path).get("data_fingerprint"), meta, data_dir, "resume training")
     identity = run_identity(config, spec, meta.get("fingerprint"))
-    prior_steps, prior_seconds = prepare_run(model_dir, identity, restart and chief)
+    # With restart the chief drops the backup; the other workers must not read it meanwhile.
+    prior_steps, prior_seconds = (0, 0.0) if restart and not chief else prepare_run(model_dir, identity,
+                                                                                    restart and chief)
+    if num_workers(strategy) > 1 and not coordinated:
+        _require_one_start(strategy, prior_steps, model_dir)
     keras.utils.set_random_seed(config.seed)
     tf.io.gfile.makedirs(out_dir)
     with strategy.scope():
@@ -112,26 +131,40 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
                             sampled_negatives=config.sampled_negatives, negative_draw=config.negative_draw)
     with strategy.scope():  # BackupAndRestore restores into built weights and optimizer slots
         model({name: value for name, value in next(iter(train_ds.take(1))).items() if name != "label"})
-    timer = StepTimer()
-    progress = RunProgress(out_dir, identity, prior_steps, prior_seconds, config.backup_every)
+    stage_callbacks = model.training_callbacks(config.to_dict())
+    if coordinated:  # Keras runs no batch-level callback under ParameterServerStrategy
+        _refuse_batch_callbacks([*stage_callbacks, *callbacks])
+    timer = None if coordinated else StepTimer()
+    progress = (_EpochProgress if coordinated else RunProgress)(out_dir, identity, prior_steps, prior_seconds,
+                                                                config.backup_every)
     backup = [] if isinstance(strategy, tf.distribute.OneDeviceStrategy) else [  # BackupAndRestore refuses it
         keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP_DIR), save_freq=config.backup_every,
                                          delete_checkpoint=False)]  # deleted once the final checkpoint exists
-    cbs = [*model.training_callbacks(config.to_dict()), *backup, progress,
-           keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq=10), timer, *callbacks]
-    if config.steps_per_epoch:
-        train_ds = train_ds.repeat()
-    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, callbacks=cbs, verbose=verbose)
+    cbs = [*stage_callbacks, *backup, progress,
+           keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq="epoch" if coordinated else 10),
+           *([timer] if timer else []), *callbacks]
+    if coordinated:  # every worker makes its own input from this function
+        train_input = keras.utils.experimental.DatasetCreator(
+            worker_dataset_fn(train_source, config, num_workers(strategy)))
+    else:
+        train_input = train_ds.repeat() if config.steps_per_epoch else train_ds
+    model.fit(train_input, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, callbacks=cbs,
+              verbose=verbose)
     seconds = progress.seconds
     _write_final_checkpoint(model, out_dir)  # every worker: saving reads all-reduced variables
     if chief and tf.io.gfile.exists(os.path.join(model_dir, BACKUP_DIR)):
         tf.io.gfile.rmtree(os.path.join(model_dir, BACKUP_DIR))
     write_run(out_dir, identity, "finished", progress.steps, seconds)
-    metrics = evaluate_model(model, eval_source, config.eval_batch_size)
-    metrics.update(config.to_dict(), **spec.get_config(), stages=spec.num_stages, train_step_ms=timer.median_ms,
-                   train_seconds=round(seconds, 3), steps=progress.steps, steps_this_run=progress.steps_this_run,
-                   resumed=prior_steps > 0, strategy=strategy_name(strategy), num_workers=num_workers(strategy),
-                   **model.training_metrics())
+    # Under ParameterServerStrategy the chief evaluates the written model itself (the workers
+    # only run scheduled steps): the same numbers as the trained model, from the final checkpoint.
+    metrics = evaluate_model(load_model(out_dir) if coordinated else model, eval_source, config.eval_batch_size)
+    metrics.update(config.to_dict(), **spec.get_config(), stages=spec.num_stages,
+                   train_step_ms=timer.median_ms if timer else None, train_seconds=round(seconds, 3),
+                   steps=progress.steps, steps_this_run=progress.steps_this_run, resumed=prior_steps > 0,
+                   strategy=strategy_name(strategy), num_workers=num_workers(strategy),
+                   num_parameter_servers=num_parameter_servers(strategy), **model.training_metrics())
+    if coordinated:
+        metrics["sharded_variables"] = sharded_variables(model)
     with tf.io.gfile.GFile(os.path.join(out_dir, METRICS_FILE), "w") as fh:
         fh.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     if not chief:
@@ -141,6 +174,143 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
             tf.io.gfile.rmtree(backup)  # the chief keeps the backup; this worker's own folder is empty
     log.info("trained %s (%d stages): %s", config.loss, spec.num_stages, metrics)
     return metrics
+
+
+def worker_dataset_fn(source, config: TrainConfig, workers: int) -> Callable[[tf.distribute.InputContext],
+                                                                               tf.data.Dataset]:
+    """The input function every worker of a ``ParameterServerStrategy`` run calls to make its
+    own training input.
+
+    Every worker builds the same seeded, shuffled stream of the train split's batches
+    (``make_dataset``), repeated without end, and keeps every ``workers``-th batch, starting at
+    its own index (``tf.distribute.coordinator.experimental_get_current_worker_index``): no two
+    workers train on the same batch, and while they keep pace the run's first ``steps`` batches
+    are the single-process run's first ``steps`` batches. Each worker reads (and parses) the
+    whole stream, so the input costs every worker ``workers`` times the batches it trains on.
+
+    Args:
+      source: the train split (a preprocessing folder or a list of TFRecord files); every
+        worker must be able to read it at the same path (a shared file system or GCS).
+      config: the run's options (batch size, seed, sampled negatives).
+      workers: the cluster's ``worker`` tasks.
+
+    Returns:
+      ``dataset_fn(input_context) -> tf.data.Dataset`` for ``DatasetCreator``.
+    """
+    # make_dataset reads an example eagerly (the list sizes), which a function traced for the
+    # workers cannot: the pipeline is built here, on the chief, and every worker rebuilds it from
+    # its graph — what ClusterCoordinator.create_per_worker_dataset does with a tf.data.Dataset.
+    from tensorflow.python.distribute.coordinator import values as coordinator_values
+
+    stream = make_dataset(source, "train", config.batch_size, shuffle=True, num_epochs=None, seed=config.seed,
+                          sampled_negatives=config.sampled_negatives, negative_draw=config.negative_draw)
+    graph = coordinator_values.serialize_dataset_to_graph(stream)
+
+    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        del input_context  # ParameterServerStrategy gives every worker the same one (one pipeline)
+        ds = coordinator_values.deserialize_dataset_from_graph(graph, stream.element_spec)
+        index = tf.cast(tf.distribute.coordinator.experimental_get_current_worker_index(), tf.int64)
+        return ds.shard(workers, index)
+
+    return dataset_fn
+
+
+def sharded_variables(model: keras.Model) -> dict[str, list[str]]:
+    """The variables ``ParameterServerStrategy`` split across parameter servers, and where.
+
+    Args:
+      model: a model built under ``ParameterServerStrategy``.
+
+    Returns:
+      ``{variable name: [device of shard 0, device of shard 1, ...]}`` (empty when nothing is
+      split), e.g. ``{"cascade_model/ranking_din/emb_video_id/embeddings":
+      ["/job:ps/replica:0/task:0/device:CPU:0", "/job:ps/replica:0/task:1/device:CPU:0"]}``.
+    """
+    shards: dict[str, dict[int, str]] = {}
+    for variable in model.variables:  # Keras lists a ShardedVariable's shards, named <name>/part_<i>
+        base, part, index = variable.name.split(":")[0].rpartition("/part_")
+        if part and index.isdigit():
+            shards.setdefault(base, {})[int(index)] = variable.device
+    return {name: [devices[i] for i in sorted(devices)] for name, devices in sorted(shards.items())}
+
+
+def _require_one_start(strategy: tf.distribute.Strategy, prior_steps: int, model_dir: str) -> None:
+    """Refuses a data-parallel run whose workers would resume different backups.
+
+    Every worker restores the backup of its own ``model_dir``; given different folders (not one
+    every worker sees), the chief would resume its backup while another worker started over, and
+    the all-reduced updates would be applied to different weights. The workers exchange the
+    steps they would resume from (one all-gather) and all refuse when those differ.
+
+    Raises:
+      ValueError: the workers would start from different steps, naming them.
+    """
+    value = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([prior_steps], tf.int64))
+    starts = [int(x) for x in strategy.gather(value, axis=0).numpy()]
+    if len(set(starts)) > 1:
+        raise ValueError(f"the workers would resume from different steps {starts} (worker order): every worker "
+                         f"must be given the same model_dir, on a file system they all see (GCS, NFS), got "
+                         f"model_dir={model_dir!r} here")
+
+
+def _require_parameter_server_options(config: TrainConfig, model_dir: str, train_source) -> None:
+    """Refuses what a ``ParameterServerStrategy`` run cannot honour (one line, naming it).
+
+    Args:
+      config: the run's options (``steps_per_epoch`` must be given, ``backup_every`` must be
+        ``"epoch"``).
+      model_dir: must be absolute (or a URL): the parameter servers write their checkpoint
+        shards there, from their own working directory.
+      train_source: the train split (a folder or a list of files): absolute too, for the workers
+        read it.
+
+    Raises:
+      ValueError: naming the option and its value.
+    """
+    if config.steps_per_epoch is None:
+        raise ValueError("steps_per_epoch must be given under ParameterServerStrategy (every worker reads an "
+                         "endless stream, so an epoch is a number of steps), got steps_per_epoch=None")
+    if config.backup_every != "epoch":
+        raise ValueError(f"backup_every must be 'epoch' under ParameterServerStrategy (Keras backs it up at "
+                         f"epoch ends only; shorten steps_per_epoch instead), got backup_every={config.backup_every!r}")
+    paths = [("model_dir", model_dir)] + [("train data", path) for path in (
+        train_source if isinstance(train_source, (list, tuple)) else [train_source])]
+    for name, path in paths:
+        path = os.fspath(path)
+        if "://" not in path and not os.path.isabs(path):
+            raise ValueError(f"{name} must be an absolute path or a URL under ParameterServerStrategy (the "
+                             f"{'parameter servers write' if name == 'model_dir' else 'workers read'} it from their "
+                             f"own working directory), got {name}={path!r}")
+
+
+def _refuse_batch_callbacks(callbacks: Sequence[keras.callbacks.Callback]) -> None:
+    """Refuses callbacks with batch-level hooks, which Keras does not run under
+    ``ParameterServerStrategy`` (a TARQ stage's ``CodebookMonitor`` among them)."""
+    batch_level = [type(cb).__name__ for cb in callbacks
+                   if not getattr(cb, "_supports_tf_logs", False) and (
+                       cb._implements_train_batch_hooks() or cb._implements_test_batch_hooks()
+                       or cb._implements_predict_batch_hooks())]
+    if batch_level:
+        raise ValueError(f"callbacks={batch_level} have batch-level hooks, which Keras does not run under "
+                         "ParameterServerStrategy (a TARQ stage brings one): train them under "
+                         "MultiWorkerMirroredStrategy or in one process")
+
+
+class _EpochProgress(RunProgress):
+    """:class:`RunProgress` under ``ParameterServerStrategy``: Keras runs no batch-level callback
+    there, so the steps are the optimizer's iterations (restored by the backup), read at every
+    epoch end, once the coordinator has waited for every scheduled step."""
+
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end  # no batch hook
+
+    def on_train_begin(self, logs=None):
+        self._first_iteration = int(self.model.optimizer.iterations.numpy())
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps_this_run = int(self.model.optimizer.iterations.numpy()) - self._first_iteration
+        super().on_epoch_end(epoch, logs)
 
 
 def _write_final_checkpoint(model: CascadeModel, model_dir: str) -> None:
