@@ -53,6 +53,10 @@ def test_two_workers_train_what_one_worker_trains(tiny_data, tmp_path):
     assert not os.listdir(tmp_path / "w1")  # the other worker's scratch is gone
     single = train(str(tiny_data), str(tmp_path / "one"), loss="bce", batch_size=64, epochs=2, verbose=0)
     assert metrics["steps"] == single["steps"] and single["num_workers"] == 1
+    # The logged training metrics are the cluster's (not summed over the workers: Keras' default
+    # reported 1.06 here), over the same global batches as one worker's.
+    assert 0.0 <= metrics["last_epoch"]["joint_recall"] <= 1.0
+    assert metrics["last_epoch"]["joint_recall"] == pytest.approx(single["last_epoch"]["joint_recall"], abs=0.1)
     # Same global batches and steps. The all-reduced gradient is the sum of the two workers'
     # batch means (twice one worker's), which Adam's update is invariant to; what is left is
     # float noise, which Adam's sign-like first steps amplify on tiny gradients. So: the two

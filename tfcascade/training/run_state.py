@@ -110,6 +110,7 @@ class RunProgress(keras.callbacks.Callback):
         self.model_dir, self.identity, self.save_freq = model_dir, dict(identity), save_freq
         self.prior_steps, self.prior_seconds = int(prior_steps), float(prior_seconds)
         self.steps_this_run = 0
+        self.last_epoch_logs: dict[str, float] = {}
         self._start = None
 
     def on_train_begin(self, logs=None):
@@ -122,6 +123,7 @@ class RunProgress(keras.callbacks.Callback):
             self._write()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.last_epoch_logs = {name: float(value) for name, value in (logs or {}).items()}
         if self.save_freq == "epoch":
             self._write()
 

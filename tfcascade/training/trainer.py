@@ -87,7 +87,9 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
       ``train_step_ms`` (None under ``ParameterServerStrategy``), ``train_seconds`` and
       ``steps`` (optimizer updates, summed over resumes), ``steps_this_run``, ``resumed``,
       ``strategy``, ``num_workers``, ``num_parameter_servers``, ``sharded_variables`` (under
-      ``ParameterServerStrategy``: :func:`sharded_variables`) and what the stages report.
+      ``ParameterServerStrategy``: :func:`sharded_variables`), ``last_epoch`` (Keras' training
+      logs of the last epoch: the streaming metrics over it, and its last batch's loss) and
+      what the stages report.
 
     Raises:
       ValueError: a bad option (before any work), data of another number of stages, an
@@ -126,6 +128,11 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
         model = build_cascade(meta, spec, loss=config.loss, embedding_dim=config.embedding_dim,
                               loss_options=config.loss_options, seed=config.seed)
         model.compile(optimizer=keras.optimizers.Adam(config.lr))
+    if num_workers(strategy) > 1 and not coordinated:
+        # Keras' "auto" sums each logged value over the workers; the metrics are already
+        # aggregated over the cluster (their state is summed on read), so a sum would report
+        # twice the joint recall on two workers. The logged loss is then the first worker's.
+        model.distribute_reduction_method = "first"
     model.save_config(os.path.join(out_dir, CONFIG_FILE))
     train_ds = make_dataset(train_source, "train", config.batch_size, shuffle=True, num_epochs=1, seed=config.seed,
                             sampled_negatives=config.sampled_negatives, negative_draw=config.negative_draw)
@@ -162,7 +169,8 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
                    train_step_ms=timer.median_ms if timer else None, train_seconds=round(seconds, 3),
                    steps=progress.steps, steps_this_run=progress.steps_this_run, resumed=prior_steps > 0,
                    strategy=strategy_name(strategy), num_workers=num_workers(strategy),
-                   num_parameter_servers=num_parameter_servers(strategy), **model.training_metrics())
+                   num_parameter_servers=num_parameter_servers(strategy), last_epoch=progress.last_epoch_logs,
+                   **model.training_metrics())
     if coordinated:
         metrics["sharded_variables"] = sharded_variables(model)
     with tf.io.gfile.GFile(os.path.join(out_dir, METRICS_FILE), "w") as fh:
