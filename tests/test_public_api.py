@@ -35,9 +35,9 @@ PUBLIC = {
     "tfcascade.data": ["PRESETS", "SimulatorConfig", "append_sampled_negatives", "dataset_from_records",
                        "list_days", "load_metadata", "load_vocabularies", "make_dataset", "read_requests",
                        "simulate"],
-    "tfcascade.topkgat": ["COMBINES", "DEFAULT_KS", "VARIANTS", "FullRankingEvaluator", "NegativeSampler",
-                          "TopKGAT", "TrainConfig", "TrainResult", "aggregate", "band_pass", "bpr_loss",
-                          "edge_weights", "make_train_step", "train_topkgat"],
+    "tfcascade.topkgat": ["COMBINES", "DEFAULT_KS", "VARIANTS", "AdamW", "EarlyStopping", "FullRankingEvaluator",
+                          "NegativeSampler", "TopKGAT", "TrainConfig", "TrainResult", "aggregate", "band_pass",
+                          "bpr_loss", "edge_weights", "make_train_step", "official_settings", "train_topkgat"],
 }
 
 

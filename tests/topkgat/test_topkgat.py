@@ -14,15 +14,20 @@ from hypothesis import strategies as st
 from tfcascade._keras import keras
 from tfcascade.data.interactions import Interactions, load_interactions
 from tfcascade.topkgat import (
+    AdamW,
+    EarlyStopping,
     FullRankingEvaluator,
     NegativeSampler,
     TopKGAT,
     TrainConfig,
     aggregate,
     band_pass,
+    bpr_loss,
     edge_weights,
+    official_settings,
     train_topkgat,
 )
+from tfcascade.topkgat import training as training_module
 
 # A small graph with duplicate edges (0,1) x2 and (2,3) x3, and isolated user 4 / item 5.
 EDGES = np.array([[0, 1], [0, 1], [0, 2], [1, 0], [1, 3], [2, 3], [2, 3], [2, 3], [3, 0],
@@ -120,16 +125,18 @@ def test_layer_gradient_float64(variant):
         np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-5)  # central differences, delta 1e-3
 
 
-def brute_force_metrics(user_x, item_x, truth, exclude, ks):
+def brute_force_metrics(user_x, item_x, truth, exclude, ks, count_duplicates=True):
+    """The official metric: n_gt counts the user's ground-truth rows (duplicates included)."""
     scores = user_x @ item_x.T
     results = {f"{m}@{k}": [] for m in ("recall", "ndcg") for k in ks}
     for u in np.unique(truth[:, 0]):
-        gt = set(truth[truth[:, 0] == u, 1].tolist())
+        rows = truth[truth[:, 0] == u, 1].tolist()
+        gt = set(rows)
         seen = set(exclude[exclude[:, 0] == u, 1].tolist())
         ranked = [i for i in np.argsort(-scores[u], kind="stable") if i not in seen]
         for k in ks:
             hits = [1.0 if i in gt else 0.0 for i in ranked[:k]]
-            n = min(len(gt), k)
+            n = min(len(rows) if count_duplicates else len(gt), k)
             results[f"recall@{k}"].append(sum(hits) / n)
             dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
             results[f"ndcg@{k}"].append(dcg / sum(1 / np.log2(r + 2) for r in range(n)))
@@ -137,19 +144,21 @@ def brute_force_metrics(user_x, item_x, truth, exclude, ks):
 
 
 @settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 10_000), memory=st.sampled_from([1, 2**30]))
-def test_evaluator_matches_brute_force(seed, memory):
+@given(seed=st.integers(0, 10_000), memory=st.sampled_from([1, 2**30]), dups=st.booleans())
+def test_evaluator_matches_brute_force(seed, memory, dups):
     rng = np.random.default_rng(seed)
     users, items = 9, 25
     truth = np.stack([rng.integers(0, users - 2, 30), rng.integers(0, items, 30)], 1)  # with duplicates
     exclude = np.stack([rng.integers(0, users, 60), rng.integers(0, items, 60)], 1)
     user_x, item_x = rng.normal(size=(users, 4)), rng.normal(size=(items, 4))
     ks = (1, 3, 5, 10, 20)
-    evaluator = FullRankingEvaluator(truth, exclude, users, items, ks, memory_bytes=memory)
+    evaluator = FullRankingEvaluator(truth, exclude, users, items, ks, memory_bytes=memory,
+                                     count_duplicates=dups)
     if memory == 1:
         assert len(evaluator.blocks) == len(np.unique(truth[:, 0]))  # one user per block
     got = evaluator.evaluate(user_x.astype(np.float32), item_x.astype(np.float32))
-    want = brute_force_metrics(user_x.astype(np.float32), item_x.astype(np.float32), truth, exclude, ks)
+    want = brute_force_metrics(user_x.astype(np.float32), item_x.astype(np.float32), truth, exclude,
+                               ks, count_duplicates=dups)
     assert set(got) == set(want)
     for key in want:
         assert got[key] == pytest.approx(want[key], abs=1e-5), key
@@ -166,6 +175,21 @@ def test_evaluator_perfect_and_excluded():
     assert got["ndcg@1"] == pytest.approx(0.5)
 
 
+def test_evaluator_counts_duplicate_truth_rows_like_the_official_code():
+    # User 0's truth lists item 9 twice and item 8 once: n_gt = 3 rows, 2 distinct items.
+    item_x = np.arange(10, dtype=np.float32)[:, None]
+    user_x = np.ones((1, 1), np.float32)
+    truth = np.array([[0, 9], [0, 9], [0, 8]])
+    official = FullRankingEvaluator(truth, np.zeros((0, 2)), 1, 10, ks=(2, 5)).evaluate(user_x, item_x)
+    assert official["recall@2"] == pytest.approx(1.0)  # 2 hits / min(3, 2)
+    assert official["recall@5"] == pytest.approx(2 / 3)  # 2 hits / min(3, 5)
+    ideal3 = 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    assert official["ndcg@5"] == pytest.approx((1 + 1 / np.log2(3)) / ideal3)
+    unique = FullRankingEvaluator(truth, np.zeros((0, 2)), 1, 10, ks=(2, 5),
+                                  count_duplicates=False).evaluate(user_x, item_x)
+    assert unique["recall@5"] == pytest.approx(1.0) and unique["ndcg@5"] == pytest.approx(1.0)
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 1000))
 def test_negative_sampler_avoids_training_items(seed):
@@ -177,6 +201,20 @@ def test_negative_sampler_avoids_training_items(seed):
         negatives = sampler.sample()
         assert negatives.shape == (40,) and negatives.min() >= 0 and negatives.max() < 12
         assert not any((u, j) in known for u, j in zip(pairs[:, 0], negatives, strict=True))
+
+
+def test_negative_sampler_is_uniform_over_the_complement():
+    # User 0 knows items {0, 1, 2} (item 1 twice); its negatives are uniform over items 3..9.
+    pairs = np.array([[0, 0], [0, 1], [0, 1], [0, 2]] + [[1, 5]])
+    sampler = NegativeSampler(pairs, 10, seed=7)
+    draws = np.concatenate([sampler.sample()[:4] for _ in range(5000)])  # 20,000 draws for user 0
+    counts = np.bincount(draws, minlength=10)
+    assert counts[:3].sum() == 0
+    expected = len(draws) / 7
+    chi2 = float(((counts[3:] - expected) ** 2 / expected).sum())
+    assert chi2 < 22.5  # chi-square, 6 degrees of freedom: p = 0.001
+    # Fresh draws every call (the official code redraws every epoch).
+    assert not np.array_equal(sampler.sample(), sampler.sample())
 
 
 def test_negative_sampler_rejects_full_users():
@@ -228,14 +266,146 @@ def test_training_improves_ndcg_on_real_slice(real_data_dir):
     assert result.valid["ndcg@20"] > 2 * before["ndcg@20"]
 
 
-def test_best_weights_restored_and_early_stop():
-    data = planted_data()
+def official_stopping(scores: dict, interval: int, stopping_step: int, max_epochs: int):
+    """The official main.py loop, transcribed: (best_epoch, epochs_run, validated epochs)."""
+    best_score, best_epoch, validated, epoch = 0.0, 0, [0], 0
+    if scores[0] > best_score:
+        best_score, best_epoch = scores[0], 0
+    for epoch in range(1, max_epochs + 1):
+        if epoch % interval == 0:
+            validated.append(epoch)
+            if scores[epoch] > best_score:
+                best_score, best_epoch = scores[epoch], epoch
+        if epoch - best_epoch >= stopping_step * interval:
+            break
+    return best_epoch, epoch, validated
+
+
+class ScriptedEvaluator:
+    """Stands in for FullRankingEvaluator: returns a scripted NDCG@20 per call, records inputs."""
+
+    script: list = []
+    inputs: list = []
+
+    def __init__(self, *args, **kwargs):
+        self.calls = 0
+
+    def evaluate(self, user_x, item_x):
+        ScriptedEvaluator.inputs.append((np.array(user_x), np.array(item_x)))
+        value = ScriptedEvaluator.script.pop(0) if ScriptedEvaluator.script else 0.0
+        return {"recall@20": value, "ndcg@20": value}
+
+
+@pytest.mark.parametrize("sequence", [
+    [0.1, 0.2, 0.2, 0.15, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1],  # tie is not an improvement
+    [0.5, 0.1, 0.1, 0.1, 0.1, 0.1],  # nothing beats the initial weights: best epoch 0
+    [0.0, 0.0, 0.0, 0.0, 0.0],  # never above the initial best score 0
+    [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],  # still improving at the epoch cap
+])
+def test_early_stopping_follows_the_official_rule(sequence, monkeypatch):
+    interval, steps, cap = 2, 3, 14
+    scores = {e: (sequence[e // interval] if e // interval < len(sequence) else 0.0)
+              for e in range(0, cap + 1)}
+    want_best, want_run, want_validated = official_stopping(scores, interval, steps, cap)
+    # The class alone.
+    stopper, epoch = EarlyStopping(interval * steps), 0
+    stopper.update(0, scores[0])
+    for epoch in range(1, cap + 1):
+        if epoch % interval == 0:
+            stopper.update(epoch, scores[epoch])
+        if stopper.should_stop(epoch):
+            break
+    assert (stopper.best_epoch, epoch) == (want_best, want_run)
+    # The training loop, with the evaluator scripted.
+    ScriptedEvaluator.script = [scores[e] for e in want_validated]
+    monkeypatch.setattr(training_module, "FullRankingEvaluator", ScriptedEvaluator)
+    data = planted_data(users=20, items=60)
+    model = TopKGAT(data.num_users, data.num_items, len(data.train), dim=4, num_layers=1, edges=data.train)
+    result = train_topkgat(model, data, TrainConfig(epochs=cap, eval_every=interval,
+                                                    patience=interval * steps, jit_compile=False))
+    assert (result.best_epoch, result.epochs_run) == (want_best, want_run)
+    assert [h[0] for h in result.history] == want_validated
+
+
+def test_validation_ranks_the_weights_before_the_update_and_best_weights_restored(monkeypatch):
+    ScriptedEvaluator.script = [0.1, 0.3, 0.2, 0.2]  # epochs 0, 1, 2, 3: best = 1
+    ScriptedEvaluator.inputs = []
+    monkeypatch.setattr(training_module, "FullRankingEvaluator", ScriptedEvaluator)
+    data = planted_data(users=20, items=60)
     tf.random.set_seed(0)
-    model = TopKGAT(data.num_users, data.num_items, len(data.train), dim=8, edges=data.train)
-    # lr 0 never improves after the first validation: stop at epoch 10 + patience 20 = 30.
-    result = train_topkgat(model, data, TrainConfig(epochs=500, eval_every=10, patience=20, lr=1e-12))
-    assert result.best_epoch == 10 and result.epochs_run == 30
-    assert [h[0] for h in result.history] == [10, 20, 30]
+    model = TopKGAT(data.num_users, data.num_items, len(data.train), dim=4, num_layers=2, edges=data.train)
+    initial = [x.numpy() for x in model.propagate()]
+    result = train_topkgat(model, data, TrainConfig(epochs=3, eval_every=1, patience=10, jit_compile=False))
+    assert result.best_epoch == 1 and [h[0] for h in result.history] == [0, 1, 2, 3]
+    # Epoch 0 and epoch 1 both rank the initial weights (epoch 1's loss is computed from them).
+    for got in ScriptedEvaluator.inputs[:2]:
+        np.testing.assert_allclose(got[0], initial[0], rtol=1e-6)
+        np.testing.assert_allclose(got[1], initial[1], rtol=1e-6)
+    assert not np.allclose(ScriptedEvaluator.inputs[2][0], initial[0])
+    # The best weights (those ranked at epoch 1, the initial ones) are restored.
+    np.testing.assert_allclose(model.propagate()[0].numpy(), initial[0], rtol=1e-6)
+
+
+def torch_adamw_reference(params, grads_per_step, lr, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """torch.optim.AdamW's documented update, in float64 numpy."""
+    p = [x.astype(np.float64).copy() for x in params]
+    m = [np.zeros_like(x) for x in p]
+    v = [np.zeros_like(x) for x in p]
+    for t, grads in enumerate(grads_per_step, start=1):
+        for k, g in enumerate(grads):
+            p[k] *= 1 - lr * wd
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g * g
+            denom = np.sqrt(v[k]) / np.sqrt(1 - b2**t) + eps
+            p[k] -= lr / (1 - b1**t) * m[k] / denom
+    return p
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1.0])
+def test_adamw_matches_pytorch_rule(scale):
+    rng = np.random.default_rng(0)
+    params = [rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)]
+    grads = [[(rng.normal(size=x.shape) * scale).astype(np.float32) for x in params] for _ in range(6)]
+    variables = [tf.Variable(x) for x in params]
+    optimizer = AdamW(variables, lr=0.1, weight_decay=1e-2)
+    for step_grads in grads:
+        optimizer.apply([tf.constant(g) for g in step_grads])
+    want = torch_adamw_reference(params, grads, lr=0.1, wd=1e-2)
+    for variable, w in zip(variables, want, strict=True):
+        np.testing.assert_allclose(variable.numpy(), w, rtol=1e-5, atol=1e-6)
+    if scale < 1e-6:
+        # Keras's AdamW (ε on the uncorrected √v) moves much less at gradient scale ~ε.
+        keras_vars = [tf.Variable(x) for x in params]
+        keras_opt = keras.optimizers.AdamW(learning_rate=0.1, weight_decay=1e-2, epsilon=1e-8)
+        for step_grads in grads:
+            keras_opt.apply_gradients(zip([tf.constant(g) for g in step_grads], keras_vars, strict=True))
+        moved_keras = np.abs(keras_vars[0].numpy() - params[0]).mean()
+        moved_torch = np.abs(want[0] - params[0]).mean()
+        assert moved_keras < 0.5 * moved_torch
+
+
+def test_bpr_regulariser_matches_numpy():
+    rng = np.random.default_rng(3)
+    e_u, e_i = rng.normal(size=(5, 4)), rng.normal(size=(7, 4))
+    x_u, x_i = rng.normal(size=(5, 4)), rng.normal(size=(7, 4))
+    users, items, negs = np.array([0, 0, 1, 4, 4, 4]), np.array([1, 1, 2, 3, 5, 6]), np.array([0, 2, 3, 0, 1, 2])
+    got = bpr_loss(tf.constant(x_u), tf.constant(x_i), tf.constant(users), tf.constant(items),
+                   tf.constant(negs), 0.3, tf.constant(e_u), tf.constant(e_i)).numpy()
+    margin = (x_u[users] * x_i[negs]).sum(1) - (x_u[users] * x_i[items]).sum(1)
+    # Per row (duplicate rows and repeated users count once per row), means over rows.
+    penalty = 0.5 * ((e_u[users] ** 2).sum(1).mean() + (e_i[items] ** 2).sum(1).mean()
+                     + (e_i[negs] ** 2).sum(1).mean())
+    want = np.log1p(np.exp(margin)).mean() + 0.3 * penalty
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_official_settings_per_dataset():
+    assert official_settings("Food") == {"layers": 4, "lr": 1e-2, "reg": 0.0}
+    assert official_settings("Ali-Display") == {"layers": 4, "lr": 1e-1, "reg": 1e-4}
+    assert official_settings("Epinions") == {"layers": 4, "lr": 1e-1, "reg": 1e-4}
+    assert official_settings("Gowalla") == {"layers": 3, "lr": 1e-1, "reg": 0.0}
+    assert official_settings("other") == {"layers": 4, "lr": 1e-1, "reg": 1e-4}
+    assert TrainConfig().epochs == 2000 and TrainConfig().patience == 200
 
 
 def test_serialisation_round_trip(tmp_path):
@@ -286,3 +456,21 @@ def test_cli_writes_json(tmp_path):
     assert result["best_epoch"] in (2, 4) and result["seconds_per_epoch"] > 0
     expected = {f"{m}@{k}" for m in ("recall", "ndcg") for k in (1, 3, 5, 10, 20)}
     assert set(result["valid"]) == expected and set(result["test"]) == expected
+
+
+def test_cli_defaults_are_the_official_settings_of_the_dataset(tmp_path):
+    from tfcascade.cli.main import main
+
+    data = planted_data(users=40, items=60)
+    folder = tmp_path / "Food"
+    folder.mkdir()
+    (folder / "info.txt").write_text(f"users {data.num_users}\nitems {data.num_items}\n")
+    for split in ("train", "valid", "test"):
+        np.savetxt(folder / f"{split}.txt", data.split(split), fmt="%d")
+    out = tmp_path / "result.json"
+    assert main(["topkgat", "--data", str(folder), "--out", str(out), "--epochs", "2",
+                 "--eval-every", "2", "--dim", "4", "--no-jit"]) == 0
+    result = json.loads(out.read_text())
+    assert result["layers"] == 4
+    assert result["config"]["lr"] == 0.01 and result["config"]["reg"] == 0.0
+    assert result["config"]["epochs"] == 2 and result["config"]["patience"] == 200
