@@ -34,6 +34,12 @@ def test_a_user_who_sets_the_log_level_keeps_the_logs():
     assert any(NOISE.match(line) for line in kept)
 
 
+def test_a_user_who_asks_for_fewer_logs_gets_no_start_up_lines():
+    # The start-up lines ignore TF_CPP_MIN_LOG_LEVEL: a user's 3 must not let them through.
+    quiet = _stderr("from tfcascade.cli.quiet import install; install(); " + PROBE, TF_CPP_MIN_LOG_LEVEL="3")
+    assert quiet == ["own line"]
+
+
 def test_lines_written_during_the_import_that_are_not_noise_are_written_back(capfd):
     from tfcascade.cli.quiet import filtered_stderr
 

@@ -80,12 +80,13 @@ def _errors_only(record: logging.LogRecord) -> bool:
 
 def install() -> None:
     """Hides TensorFlow's start-up lines in this process, unless TensorFlow is imported already
-    or the user set ``TF_CPP_MIN_LOG_LEVEL`` (then they asked for its logs). Also sets
-    ``TF_CPP_MIN_LOG_LEVEL=2`` (C++ warnings off; errors still print) and keeps the warnings
-    of ``CHATTY_LOGGERS`` off."""
-    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    or the user set ``TF_CPP_MIN_LOG_LEVEL=0`` (then they asked for its logs; a higher level
+    they set asks for less, which those lines ignore). Also sets ``TF_CPP_MIN_LOG_LEVEL=2``
+    unless the user set it (C++ warnings off; errors still print) and keeps the warnings of
+    ``CHATTY_LOGGERS`` off."""
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() == "0":
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in CHATTY_LOGGERS:  # a filter, not a level: absl resets its logger's level when flags parse
         logging.getLogger(name).addFilter(_errors_only)
     if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):

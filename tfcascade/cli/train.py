@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -120,19 +121,27 @@ def run(args) -> int:
     parameter-server cluster; a ``worker`` or ``ps`` task of a parameter-server cluster runs its
     TensorFlow server instead, until it is killed (one line on stderr says so)."""
     from tfcascade.cli.main import UsageError, require_folder
-    from tfcascade.training.distribution import DEFAULT_MIN_SHARD_ROWS, run_server, serves_cluster
 
-    if serves_cluster():  # before anything else: a parameter server need not see the data
-        run_server(lambda line: print(line, file=sys.stderr, flush=True))
-        return 0
+    if os.environ.get("TF_CONFIG", "").strip():  # (importing distribution imports TensorFlow)
+        from tfcascade.training.distribution import run_server, serves_cluster
+
+        if serves_cluster():  # before anything else: a parameter server need not see the data
+            run_server(lambda line: print(line, file=sys.stderr, flush=True))
+            return 0
     require_folder(args.data, "--data", "metadata.json", "tfcascade preprocess")
     spec = spec_from_args(args)
     config = config_from_args(args, loss=args.loss, seed=args.seed)
-    min_shard_rows = DEFAULT_MIN_SHARD_ROWS if args.ps_min_shard_rows is None else args.ps_min_shard_rows
-    if min_shard_rows < 1:
-        raise UsageError(f"--ps-min-shard-rows must be an integer > 0, got --ps-min-shard-rows {min_shard_rows}")
+    if args.ps_min_shard_rows is not None and args.ps_min_shard_rows < 1:
+        raise UsageError(f"--ps-min-shard-rows must be an integer > 0, got --ps-min-shard-rows "
+                         f"{args.ps_min_shard_rows}")
     from tfcascade.training import train
-    from tfcascade.training.distribution import describe, strategy_from_environment
+    from tfcascade.training.distribution import (
+        DEFAULT_MIN_SHARD_ROWS,
+        describe,
+        strategy_from_environment,
+    )
+
+    min_shard_rows = DEFAULT_MIN_SHARD_ROWS if args.ps_min_shard_rows is None else args.ps_min_shard_rows
 
     strategy = strategy_from_environment(min_shard_rows)  # before TensorFlow runs any op
     if strategy is not None:
