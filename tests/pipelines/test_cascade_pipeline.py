@@ -239,7 +239,8 @@ def test_cli_summary_tells_where_and_how_to_serve():
     assert "0.6100" in text and "threshold 0.5000" in text and "none yet" in text
     naive = format_summary(_summary(min_joint_recall=None, margin=0.005,
                                     naive_joint_recalls={"random": 0.1, "popularity": 0.3}), "/s", "cascade")
-    assert "to beat: random ranker 0.1000, popularity ranker 0.3000 (+ margin 0.0050); latest blessed none yet" in naive
+    assert ("(naive rankers to beat by > 0.0050: random 0.1000, popularity 0.3000; latest blessed none yet)"
+            in naive)
     assert "blessed:          yes" in text and "/s/cascade/3 (version 3)" in text
     assert "docker compose" in text and "v1/models/cascade:predict" in text
     assert "Trainer" in text and "CACHED" in text

@@ -166,14 +166,15 @@ def format_summary(summary, serving_dir: str, model_name: str) -> str:
         return "\n".join(lines)
     baseline = ("none yet" if summary.baseline_joint_recall is None
                 else f"{summary.baseline_joint_recall:.4f}")
-    bars = [f"{name} ranker {value:.4f}" for name, value in summary.naive_joint_recalls.items()]
-    if summary.margin is not None and bars:
-        bars[-1] += f" (+ margin {summary.margin:.4f})"
+    bars = []
+    if summary.naive_joint_recalls:
+        margin = f" by > {summary.margin:.4f}" if summary.margin is not None else ""
+        bars.append(f"naive rankers to beat{margin}: " + ", ".join(
+            f"{name} {value:.4f}" for name, value in summary.naive_joint_recalls.items()))
     if summary.min_joint_recall is not None:
         bars.append(f"threshold {summary.min_joint_recall:.4f}")
     lines += [
-        f"joint recall:     {summary.joint_recall:.4f}  (to beat: {', '.join(bars) or 'nothing'}; "
-        f"latest blessed {baseline})",
+        f"joint recall:     {summary.joint_recall:.4f}  ({'; '.join([*bars, f'latest blessed {baseline}'])})",
         f"blessed:          {'yes' if summary.blessed else 'no'}",
     ]
     lines += [f"  - {reason}" for reason in summary.reasons]
