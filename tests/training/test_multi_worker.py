@@ -3,7 +3,6 @@ a kill of one of them does."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,24 +11,18 @@ import numpy as np
 import pytest
 
 from tfcascade.training import load_model, train
-from tfcascade.training.distribution import cluster_from_environment, strategy_from_environment
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from tfcascade.training.distribution import (
+    cluster_from_environment,
+    free_loopback_ports,
+    strategy_from_environment,
+)
 
 
 @pytest.mark.slow
 def test_two_workers_train_what_one_worker_trains(tiny_data, tmp_path):
     from tfcascade.data import make_dataset
 
-    ports = _free_ports(2)
+    ports = free_loopback_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     args = ["--data", str(tiny_data), "--loss", "bce", "--batch-size", "64", "--epochs", "2"]
     procs = []
@@ -92,7 +85,7 @@ def test_a_killed_worker_is_recovered_by_restarting_the_cluster(tiny_data, tmp_p
     model_dir = tmp_path / "run"  # shared by both workers, as on GCS / NFS
     epochs, steps_per_epoch = 6, 7  # the tiny preset's 200 train requests at batch 32
     args = ["--batch-size", "32", "--epochs", str(epochs)]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_loopback_ports(2)]}
     logs = [open(tmp_path / f"w{i}.log", "wb") for i in range(4)]  # noqa: SIM115 (closed below)
     procs = []
 
@@ -148,7 +141,7 @@ def test_workers_that_would_resume_different_backups_are_refused(tiny_data, tmp_
 
     with pytest.raises(RuntimeError, match="preemption"):  # one epoch (7 steps) backed up, then killed
         train(str(tiny_data), str(tmp_path / "w0"), loss="bce", batch_size=32, epochs=2, callbacks=[Crash()], verbose=0)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_loopback_ports(2)]}
     logs = [open(tmp_path / f"w{i}.log", "wb") for i in range(2)]  # noqa: SIM115 (closed below)
     procs = []
     try:

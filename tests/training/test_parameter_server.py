@@ -5,7 +5,6 @@ partitioner that splits tables of many ids across the parameter servers; what is
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from tfcascade.training import TrainConfig, load_model, train
 from tfcascade.training.distribution import (
     DEFAULT_MIN_SHARD_ROWS,
     EmbeddingPartitioner,
+    free_loopback_ports,
     run_server,
     serves_cluster,
     strategy_from_environment,
@@ -27,14 +27,6 @@ from tfcascade.training.trainer import _refuse_batch_callbacks, _require_paramet
 PS_DEVICES = [f"/job:ps/replica:0/task:{i}/device:CPU:0" for i in range(2)]
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class _Cluster:
@@ -42,7 +34,7 @@ class _Cluster:
     loopback, each logging to its own file; every process still running is killed on exit."""
 
     def __init__(self, tmp_path, args):
-        ports = _free_ports(5)
+        ports = free_loopback_ports(5)
         self.spec = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{p}" for p in ports[1:3]],
                      "ps": [f"127.0.0.1:{p}" for p in ports[3:]]}
         self.tmp_path, self.args, self.procs, self.logs = tmp_path, list(args), {}, []

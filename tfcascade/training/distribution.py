@@ -80,6 +80,28 @@ class EmbeddingPartitioner(tf.distribute.experimental.partitioners.Partitioner):
         return f"EmbeddingPartitioner(max_shards={self.max_shards}, min_shard_rows={self.min_shard_rows})"
 
 
+def free_loopback_ports(n: int) -> list[int]:
+    """``n`` TCP ports on 127.0.0.1 that are free now, for a cluster on one machine (tests,
+    benchmarks); another process may still take one before the cluster binds it.
+
+    Args:
+      n: how many ports.
+
+    Returns:
+      ``n`` distinct port numbers.
+    """
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def cluster_from_environment() -> tuple[dict, dict]:
     """``(cluster, task)`` of ``TF_CONFIG`` (both empty without one).
 
