@@ -14,7 +14,7 @@ import sys
 
 def add_parser(subparsers):
     p = subparsers.add_parser("bench", help="run a benchmark of the checkout's bench/ (e.g. `bench topk --quick`)")
-    p.add_argument("name", help="a module of bench/: topk, cascade, parity, serving, simulator, preprocess, …")
+    p.add_argument("name", help="a module of bench/: topk, cascade, parity, serving, simulator, preprocess, scale, …")
     p.set_defaults(pass_through=True, beam_args=[])
     return p
 
