@@ -256,6 +256,8 @@ def preprocess(preset: str, logs: Path, runner: str, args) -> dict:
     argv = _tfcascade("preprocess", "--input", str(logs), "--output", str(out), "--overwrite", *RUNNERS[runner])
     run = run_commands(f"preprocess-{preset}-{_slug(runner)}", [(argv, _env())], args)
     run.update(preset=preset, runner=runner, input=str(logs), output=str(out))
+    for partial in out.parent.glob(f"{out.name}.tmp-*"):  # what a stopped run leaves behind
+        shutil.rmtree(partial, ignore_errors=True)
     if run["ok"]:
         stats = json.loads((out / "stats.json").read_text())
         run["stats"] = {key: stats[key] for key in COUNT_KEYS}
@@ -518,11 +520,12 @@ def scaling_note(scaling: dict) -> tuple[str, dict]:
     pts = scaling["train"]
     slopes["train_ms_per_request"] = slope([(p["requests"], p["ms_per_request"]) for p in pts])
     if len(pts) >= 2:
-        vocab = (f"; video_id vocabulary {pts[-2]['video_vocab']:,} → {pts[-1]['video_vocab']:,}"
+        vocab = (f" (video_id vocabulary {pts[-2]['video_vocab']:,} → {pts[-1]['video_vocab']:,})"
                  if pts[-1].get("video_vocab") and pts[-2].get("video_vocab") else "")
         text += (f" Training's cost per request changes by {pts[-1]['ms_per_request'] / pts[-2]['ms_per_request']:.2f}× "
                  f"from {pts[-2]['preset']} to {pts[-1]['preset']} (fixed steps and batch: the data's size enters only "
-                 f"through the vocabularies, i.e. the embedding tables{vocab}, and how many batches are partial).")
+                 f"through the vocabularies, i.e. the embedding tables{vocab}, and how many batches are partial; "
+                 "the loads differed too).")
     return text, slopes
 
 
