@@ -295,6 +295,12 @@ def test_cli_blessing_options_reach_the_pipeline_and_bad_ones_are_usage_errors()
     args = parser.parse_args(base + ["--baselines", "popularity", "--margin", "0.02", "--min-joint-recall", "0.1"])
     assert blessing_kwargs(args) == {"baselines": ("popularity",), "margin": 0.02, "min_joint_recall": 0.1}
     assert blessing_kwargs(parser.parse_args(base + ["--baselines", "none"])) == {"baselines": ()}
+    compile_args = parser.parse_args(["pipeline", "compile", "--kubeflow", "--output", "p.json",
+                                      "--kfp-package", "spec.json"])
+    from tfcascade.cli.pipeline import _compile
+
+    with pytest.raises(UsageError, match=r"^--kfp-package: a KFP package must be a \.yaml or \.yml file"):
+        _compile(compile_args)  # refused before compiling
     for bad, message in ((["--baselines", "random,ctr"], "--baselines: ctr is not a naive ranker"),
                          (["--margin", "-0.1"], "--margin: margin must be a finite number in [0, 1]"),
                          (["--tolerance", "2"], "--tolerance: tolerance must be")):

@@ -22,10 +22,13 @@ from tfcascade.data.tfdata import EmptySplitError
 DAY = "2024-01-13"
 
 
-@pytest.fixture(scope="module")
-def corrupted(tmp_path_factory):
-    """Tiny logs with hostile rows of every class (the test knows each one's reason)."""
-    raw = tmp_path_factory.mktemp("raw")
+def write_hostile_logs(raw):
+    """Simulates tiny logs into ``raw`` with hostile rows of every class.
+
+    Returns:
+      ``(frame, victim, bad_history)``: the corrupted all_stage frame of ``DAY``, the request
+      left without ground truth and the request whose history holds a non-number.
+    """
     simulate(raw, "tiny", seed=5, days=3, requests_per_day=40)
     path = raw / "all_stage" / f"{DAY}.feather"
     frame = pd.read_feather(path).astype({"video_id": float, "age": float, "playing_time": float, "request_id": float})
@@ -46,6 +49,14 @@ def corrupted(tmp_path_factory):
     seqs[bad_history] = seqs[bad_history].astype(object)
     seqs[bad_history][-1, 0] = "not a number"
     (raw / "seq_effective_50_dict" / f"{DAY}.pkl").write_bytes(pickle.dumps(seqs))
+    return frame, victim, bad_history
+
+
+@pytest.fixture(scope="module")
+def corrupted(tmp_path_factory):
+    """Tiny logs with hostile rows of every class (the test knows each one's reason)."""
+    raw = tmp_path_factory.mktemp("raw")
+    frame, victim, bad_history = write_hostile_logs(raw)
     out = tmp_path_factory.mktemp("out") / "data"
     stats = run_preprocess(str(raw), str(out), stages=2, eval_days=1)
     return raw, out, stats, frame, victim, bad_history

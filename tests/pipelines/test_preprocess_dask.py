@@ -15,8 +15,6 @@ import json
 import pickle
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 pytest.importorskip("dask", reason="the Dask runner needs the dask extra: pip install 'tfcascade[dask]'")
@@ -30,12 +28,11 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.runners.dask.dask_runner import DaskRunner as BeamDaskRunner  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
+from test_preprocess import write_hostile_logs  # noqa: E402  (the same hostile logs)
 
 from tfcascade.beam.dask_runner import DaskRunner  # noqa: E402
 from tfcascade.beam.preprocess import _resolve_runner, run_preprocess  # noqa: E402
 from tfcascade.cli.main import main as cli  # noqa: E402
-from tfcascade.data import simulate  # noqa: E402
-from tfcascade.data.schema import STAGE_FLAGS  # noqa: E402
 
 DAY = "2024-01-13"
 NS = "dask_test"
@@ -249,28 +246,12 @@ def test_runner_names_resolve():
 
 @pytest.fixture(scope="module")
 def hostile_raw(tmp_path_factory) -> Path:
-    """Tiny logs with hostile rows (as tests/pipelines/test_preprocess.py makes them)."""
+    """Tiny logs with the hostile rows of tests/pipelines/test_preprocess.py, and a request only
+    all_stage has."""
     raw = tmp_path_factory.mktemp("raw")
-    simulate(raw, "tiny", seed=5, days=3, requests_per_day=40)
-    path = raw / "all_stage" / f"{DAY}.feather"
-    frame = pd.read_feather(path).astype({"video_id": float, "age": float, "request_id": float})
-    frame.loc[0, "video_id"] = np.nan
-    frame.loc[1, "rank_neg"] = 7
-    frame.loc[[2], list(STAGE_FLAGS)] = 0
-    frame.loc[3, "age"] = 2.5
-    frame.loc[4, "video_id"] = 1e30
-    frame.loc[5, "request_id"] = np.inf
-    victim = frame.request_id.unique()[-1]
-    frame = frame[~((frame.request_id == victim) & (frame.rank_pos == 1))]  # no ground truth
-    frame = pd.concat([frame, frame.iloc[[20]]], ignore_index=True)  # a duplicated row
-    frame.to_feather(path)
-    seqs = pickle.loads((raw / "seq_effective_50_dict" / f"{DAY}.pkl").read_bytes())
-    bad = sorted(seqs)[5]
-    seqs[bad] = seqs[bad].astype(object)
-    seqs[bad][-1, 0] = "not a number"
-    (raw / "seq_effective_50_dict" / f"{DAY}.pkl").write_bytes(pickle.dumps(seqs))
+    write_hostile_logs(raw)
     entries = pickle.loads((raw / "request_id_dict" / "2024-01-14.pkl").read_bytes())
-    entries.pop(sorted(entries)[3])  # a request only all_stage has
+    entries.pop(sorted(entries)[3])
     (raw / "request_id_dict" / "2024-01-14.pkl").write_bytes(pickle.dumps(entries))
     return raw
 

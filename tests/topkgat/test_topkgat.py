@@ -440,15 +440,20 @@ def test_bad_arguments():
         train_topkgat(TopKGAT(U, NI, len(EDGES), edges=EDGES), data)
 
 
-def test_cli_writes_json(tmp_path):
-    from tfcascade.cli.main import main
-
+def _planted_folder(folder):
+    """A small planted dataset written in the official layout (info.txt + train/valid/test)."""
     data = planted_data(users=40, items=60)
-    folder = tmp_path / "planted"
     folder.mkdir()
     (folder / "info.txt").write_text(f"users {data.num_users}\nitems {data.num_items}\n")
     for split in ("train", "valid", "test"):
         np.savetxt(folder / f"{split}.txt", data.split(split), fmt="%d")
+    return folder
+
+
+def test_cli_writes_json(tmp_path):
+    from tfcascade.cli.main import main
+
+    folder = _planted_folder(tmp_path / "planted")
     out = tmp_path / "result.json"
     assert main(["topkgat", "--data", str(folder), "--out", str(out), "--epochs", "4",
                  "--eval-every", "2", "--dim", "8", "--layers", "2", "--no-jit"]) == 0
@@ -461,12 +466,7 @@ def test_cli_writes_json(tmp_path):
 def test_cli_defaults_are_the_official_settings_of_the_dataset(tmp_path):
     from tfcascade.cli.main import main
 
-    data = planted_data(users=40, items=60)
-    folder = tmp_path / "Food"
-    folder.mkdir()
-    (folder / "info.txt").write_text(f"users {data.num_users}\nitems {data.num_items}\n")
-    for split in ("train", "valid", "test"):
-        np.savetxt(folder / f"{split}.txt", data.split(split), fmt="%d")
+    folder = _planted_folder(tmp_path / "Food")  # the folder name picks the official settings
     out = tmp_path / "result.json"
     assert main(["topkgat", "--data", str(folder), "--out", str(out), "--epochs", "2",
                  "--eval-every", "2", "--dim", "4", "--no-jit"]) == 0

@@ -201,11 +201,13 @@ def format_summary(summary, serving_dir: str, model_name: str) -> str:
 
 def _compile(args: argparse.Namespace) -> int:
     from tfcascade.cli.main import UsageError
+    from tfcascade.pipelines import kubeflow_runner as kr  # light: TFX is imported when compiling
 
-    if args.kfp_package is not None and not args.kfp_package.endswith((".yaml", ".yml")):
-        raise UsageError(f"--kfp-package must name a .yaml or .yml file (the KFP client refuses "
-                         f"other names), got {args.kfp_package!r}")
-    from tfcascade.pipelines import kubeflow_runner as kr
+    if args.kfp_package is not None:
+        try:  # before the compile's slow imports
+            kr.check_kfp_package_path(args.kfp_package)
+        except ValueError as err:
+            raise UsageError(f"--kfp-package: {err}") from None
 
     kwargs: dict[str, Any] = {"spec": spec_from_args(args), "config": _config(args), **blessing_kwargs(args)}
     job = kr.compile_pipeline(

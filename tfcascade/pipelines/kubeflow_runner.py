@@ -98,6 +98,17 @@ def compile_pipeline(
     return job
 
 
+def check_kfp_package_path(path: str) -> None:
+    """Refuses a KFP package name the KFP client would refuse (it must end in .yaml / .yml).
+
+    Raises:
+      ValueError: naming ``path``.
+    """
+    if not str(path).endswith((".yaml", ".yml")):
+        raise ValueError(f"a KFP package must be a .yaml or .yml file (the KFP client refuses other "
+                         f"names), got path={path!r}")
+
+
 def write_kfp_package(job: dict[str, Any], path: str) -> dict[str, Any]:
     """Writes what a Kubeflow Pipelines v2 cluster runs: the job's bare ``PipelineSpec`` with its
     pipeline root as ``defaultPipelineRoot``, as YAML (JSON text, which is YAML).
@@ -115,9 +126,7 @@ def write_kfp_package(job: dict[str, Any], path: str) -> dict[str, Any]:
     Raises:
       ValueError: ``path`` does not end in ``.yaml`` / ``.yml``.
     """
-    if not str(path).endswith((".yaml", ".yml")):
-        raise ValueError(f"a KFP package must be a .yaml or .yml file (the KFP client refuses other "
-                         f"names), got path={path!r}")
+    check_kfp_package_path(path)
     package = {**job["pipelineSpec"], "defaultPipelineRoot": job["runtimeConfig"]["gcsOutputDirectory"]}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
