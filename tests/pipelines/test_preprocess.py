@@ -207,3 +207,52 @@ def test_random_corruptions_never_crash_the_pipeline(small_raw, tmp_path_factory
     assert stats["input_rows"] == stats["used_rows"] + stats["dead_letter_rows"]
     assert stats["input_rows_by_source"]["all_stage"] == len(frame) + len(pd.read_feather(raw / "all_stage" / "2024-01-14.feather"))
     assert stats["dead_letter_rows"] >= 1
+
+
+def _outputs(out):
+    """Everything a run publishes, order-free: examples per split, dead letters, sidecars."""
+    import tensorflow as tf
+
+    examples = {split: sorted(r.numpy() for f in sorted((out / split).glob("*.tfrecord.gz"))
+                              for r in tf.data.TFRecordDataset(str(f), compression_type="GZIP"))
+                for split in ("train", "eval")}
+    dead = sorted(json.dumps(d, sort_keys=True) for d in _dead_letters(out))
+    sidecars = {p.relative_to(out).as_posix(): p.read_text() for p in sorted(out.rglob("*"))
+                if p.is_file() and p.suffix in (".txt", ".json") and p.name != "stats.json"}
+    return examples, dead, sidecars
+
+
+def test_request_shards_give_the_same_output_as_whole_days(corrupted, tmp_path):
+    raw, out, stats, frame, _, _ = corrupted
+    sharded = run_preprocess(str(raw), str(tmp_path / "sharded"), stages=2, eval_days=1, rows_per_shard=300)
+    assert stats["shards"] == 3 and sharded["shards"] > 3 * 4
+    assert {k: v for k, v in sharded.items() if k != "shards"} == {k: v for k, v in stats.items() if k != "shards"}
+    assert _outputs(tmp_path / "sharded") == _outputs(out)
+    assert not (tmp_path / "sharded" / ".records").exists() and not (out / ".records").exists()
+
+
+@pytest.mark.parametrize("lose, message", [
+    ("shard", r"the runner lost work, nothing is published: (\d+) of \d+ planned shards were joined; "
+              r"\d+ all_stage rows were read of the \d+ the files hold"),
+    ("records", r"the runner lost work, nothing is published: \d+ of \d+ assembled train requests were written"),
+])
+def test_lost_work_is_refused(small_raw, tmp_path, monkeypatch, lose, message):
+    """A runner that silently drops a shard or a records file (as Beam's multi-process
+    DirectRunner was seen to drop input) fails the run instead of publishing a smaller dataset."""
+    from tfcascade.beam import preprocess
+
+    if lose == "shard":
+        join = preprocess.JoinShard.process
+
+        def process(self, shard, pools):
+            if (shard.day, shard.index) != ("2024-01-13", 1):
+                yield from join(self, shard, pools)
+
+        monkeypatch.setattr(preprocess.JoinShard, "process", process)
+    else:
+        read = preprocess._read_records
+        monkeypatch.setattr(preprocess, "_read_records",
+                            lambda path: [] if "2024-01-13-00000" in path else read(path))
+    with pytest.raises(RuntimeError, match=message):
+        run_preprocess(str(small_raw), str(tmp_path / "out"), rows_per_shard=250)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))

@@ -1,13 +1,20 @@
 """Beam preprocessing: RecFlow logs → TFRecords of per-request training lists.
 
-    all_stage/<day>.feather ───────► read + check rows ─┬─► dead_letter/ (row, reason)
-    request_id_dict/<day>.pkl ─────► entries ───────────┤
-    seq_effective_50_dict/<day>.pkl ► histories ─────────┤
-                                                         └─► group by request ─► assemble
+    days ─► request shards (ceil(rows / rows_per_shard) per day, by a hash of request_id)
+    each shard: its all_stage rows ───────────┬─► bad rows ─► dead_letter/ (row, reason)
+                its request_id_dict entries ──┤
+                its seq_effective_50_dict ────┴─► join + assemble (no shuffle)
                     (duplicates, missing or inconsistent sources, no ground truth ─► dead_letter/)
-                    ─► vocabularies (train) ─► index ids
-                    ─► train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz (+160 negatives)
-                    ─► vocab/<feature>.txt, metadata.json (with the fingerprint), schema.json, stats.json
+                    ─► the shard's records (raw ids) in OUT/.records/, ids of train records
+    ids ─► vocabularies (train) ─┐
+    record files ────────────────┴─► index ids ─► train/part-*.tfrecord.gz,
+                                                  eval/part-*.tfrecord.gz (+160 negatives)
+    ─► vocab/<feature>.txt, metadata.json (with the fingerprint), schema.json, stats.json
+
+A request's rows and entries all fall in one shard, so a shard is joined on its own: the memory
+a worker needs is bounded by one shard (and one record batch of its day's file), whatever the
+number of days; records cross to the indexing step as files, not as in-memory elements. The
+eval days are read once more to draw their negative pools.
 
 Every input row is counted exactly once: ``input_rows = used_rows + dead_letter_rows``, where
 input rows are the all_stage rows plus the items only request_id_dict lists
@@ -22,15 +29,19 @@ a temporary folder and renamed when complete, so a failed run leaves no partial 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import uuid
 from collections.abc import Sequence
 
 import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -38,12 +49,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from tfcascade import features as F
-from tfcascade.data.assemble import assemble_request
+from tfcascade.data.assemble import assemble_requests, check_rows
 from tfcascade.data.examples import index_record, schema_dict, to_example
 from tfcascade.data.fingerprint import vocabulary_fingerprint
 from tfcascade.data.organise import negative_pool_key
-from tfcascade.data.recflow import NEGATIVE_POOL_SIZE, negative_pool, parse_feather, parse_pickle
-from tfcascade.data.schema import normalise_row, row_problem
+from tfcascade.data.recflow import NEGATIVE_POOL_SIZE, negative_pool, parse_pickle
+from tfcascade.data.shards import all_stage_rows, read_all_stage, request_shards
 from tfcascade.data.tfdata import EmptySplitError
 from tfcascade.data.vocabulary import VOCAB_FEATURES, record_ids
 
@@ -75,34 +86,120 @@ def find_days(input_dir: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def _read_bytes(path: str) -> bytes:
-    with FileSystems.open(path) as fh:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
         return fh.read()
 
 
-class ReadDay(beam.DoFn):
-    """Reads one day's all_stage rows; emits ((day, request_id), row) and dead letters for bad rows."""
-
-    DEAD = "dead"
-
-    def process(self, element):
-        day, paths = element
-        path = paths["all_stage"]
-        frame = parse_feather(_read_bytes(path), path)
-        for raw in frame.to_dict("records"):
-            _counter("input_rows_all_stage").inc()
-            problem = row_problem(raw)
-            if problem is not None:
-                yield beam.pvalue.TaggedOutput(self.DEAD, _dead(raw, problem, path))
-                continue
-            row = normalise_row(raw)
-            yield (day, row["request_id"]), row
+def _data(path: str) -> str | bytes:
+    """A local path as it is (memory-mapped by the reader), any other file as its bytes."""
+    return path if "://" not in path else _read_bytes(path)
 
 
-def _read_table(element, source: str):
-    """((day, request_id), value) of one day's request_id_dict or seq_effective_50_dict."""
-    day, paths = element
-    for request_id, value in parse_pickle(_read_bytes(paths[source]), paths[source]).items():
-        yield (day, request_id), value
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """One request shard of one day (``tfcascade.data.shards``): the unit of work."""
+
+    day: str
+    paths: dict
+    index: int
+    count: int
+    rows: int  # the day's all_stage rows (in the file, all shards together)
+
+    @property
+    def name(self) -> str:
+        return f"{self.day}-{self.index:05d}-of-{self.count:05d}"
+
+
+def plan_shards(days: Sequence[tuple[str, dict]], rows_per_shard: int) -> list[Shard]:
+    """Splits every day into ceil(rows / rows_per_shard) request shards (at least one)."""
+    out = []
+    for day, paths in days:
+        rows = all_stage_rows(_data(paths["all_stage"]), paths["all_stage"])
+        count = max(1, math.ceil(rows / rows_per_shard))
+        out += [Shard(day, paths, k, count, rows) for k in range(count)]
+    return out
+
+
+def _shard_table(shard: Shard, source: str) -> dict:
+    """The entries of ``shard``'s requests in one day's request_id_dict or seq_effective_50_dict."""
+    path = shard.paths[source]
+    table = parse_pickle(_read_bytes(path), path)
+    keys = list(table)
+    mine = request_shards(np.asarray(keys, np.int64), shard.count) == shard.index
+    _counter(f"{source}_entries_read").inc(int(mine.sum()))
+    if shard.index == 0:
+        _counter(f"{source}_entries_in_files").inc(len(keys))
+    return {k: table[k] for k, m in zip(keys, mine) if m}
+
+
+def _shard_rows(shard: Shard) -> tuple[list[dict], list[tuple[dict, str]]]:
+    path = shard.paths["all_stage"]
+    return check_rows(read_all_stage(_data(path), path, shard.index, shard.count))
+
+
+def _pool_rows(shard: Shard):
+    """(day, row) of a shard's usable rows: candidates for its day's negative pool."""
+    for row in _shard_rows(shard)[0]:
+        yield shard.day, row
+
+
+class JoinShard(beam.DoFn):
+    """Joins one shard's three sources and organises its requests, with no shuffle.
+
+    Outputs: the main output is the name of the file holding the shard's records (raw ids;
+    ``records_dir/<shard>.pkl``, written whole and renamed into place, so a retried bundle
+    rewrites the same file); ``ids``: the distinct (vocabulary, raw id) pairs of its train
+    records; ``dead``: dead-letter lines.
+    """
+
+    def __init__(self, stages: int, eval_days: set, num_negatives: int, records_dir: str):
+        self.stages = stages
+        self.eval_days = eval_days
+        self.num_negatives = num_negatives
+        self.records_dir = records_dir
+
+    def process(self, shard: Shard, pools):
+        path = shard.paths["all_stage"]
+        rows, bad = _shard_rows(shard)
+        _counter("input_rows_all_stage").inc(len(rows) + len(bad))
+        if shard.index == 0:
+            _counter("all_stage_rows_in_files").inc(shard.rows)
+        for raw, problem in bad:
+            yield beam.pvalue.TaggedOutput("dead", _dead(raw, problem, path))
+        entries = _shard_table(shard, "request_id_dict")
+        histories = _shard_table(shard, "seq_effective_50_dict")
+        is_eval = shard.day in self.eval_days
+        split = "eval" if is_eval else "train"
+        records, ids = [], set()
+        for _, result in assemble_requests(rows, entries, histories, self.stages,
+                                           pools.get(shard.day, []) if is_eval else (),
+                                           self.num_negatives if is_eval else 0):
+            _counter("input_rows_request_id_dict").inc(result.dict_only)
+            for row, reason in result.dead:
+                yield beam.pvalue.TaggedOutput("dead", _dead(row, reason, f"day {shard.day}"))
+            if result.record is not None:
+                _counter("used_rows").inc(len(result.used))
+                records.append((split, result.record))
+                if not is_eval:
+                    ids.update(record_ids(result.record))
+        _counter(f"requests_assembled_{split}").inc(len(records))
+        _counter("shards_joined").inc()
+        log.info("joined shard %s (%s): %d rows, %d requests kept", shard.name, split, len(rows) + len(bad),
+                 len(records))
+        for pair in sorted(ids):
+            yield beam.pvalue.TaggedOutput("ids", pair)
+        target = FileSystems.join(self.records_dir, f"{shard.name}.pkl")
+        partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
+        with FileSystems.create(partial, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            fh.write(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
+        if FileSystems.exists(target):
+            FileSystems.delete([target])
+        FileSystems.rename([partial], [target])
+        yield target
+
+
+def _read_records(path: str):
+    yield from pickle.loads(_read_bytes(path))
 
 
 def _json_safe(value):
@@ -117,30 +214,6 @@ def _dead(raw: dict, reason: str, source: str) -> str:
     _counter("dead_letter_rows").inc()
     clean = {k: _json_safe(v) for k, v in raw.items()}
     return json.dumps({"reason": reason, "source": source, "row": clean}, default=str, sort_keys=True)
-
-
-class Organise(beam.DoFn):
-    """(key, {rows, entry, history}) → record, and every unusable row to the dead letter."""
-
-    def __init__(self, stages: int, eval_days: set, num_negatives: int):
-        self.stages = stages
-        self.eval_days = eval_days
-        self.num_negatives = num_negatives
-
-    def process(self, element, pools):
-        (day, request_id), grouped = element
-        rows, entries, histories = (list(grouped[k]) for k in ("rows", "entry", "history"))
-        is_eval = day in self.eval_days
-        result = assemble_request(
-            request_id, rows, entries[0] if entries else None, histories[0] if histories else None,
-            self.stages, pools.get(day, []) if is_eval else (), self.num_negatives if is_eval else 0,
-            has_entry=bool(entries), has_history=bool(histories))
-        _counter("input_rows_request_id_dict").inc(result.dict_only)
-        for row, reason in result.dead:
-            yield beam.pvalue.TaggedOutput("dead", _dead(row, reason, f"day {day}"))
-        if result.record is not None:
-            _counter("used_rows").inc(len(result.used))
-            yield ("eval" if is_eval else "train"), result.record
 
 
 class WriteSidecars(beam.DoFn):
@@ -172,30 +245,34 @@ def _index(split_record, vocabularies):
     return split, to_example(index_record(record, lookup)).SerializeToString(deterministic=True)
 
 
+ROWS_PER_SHARD = 200_000
+RECORDS_DIR = ".records"  # the shards' unindexed records, under the output folder while it runs
+
+
 def build_pipeline(p: beam.Pipeline, input_dir: str, output_dir: str, stages: int = 2,
                    eval_days: int = 1, num_negatives: int = F.EVAL_EXTRA_NEGATIVES,
-                   num_shards: int = 0) -> None:
-    """Adds the preprocessing transforms to ``p``."""
+                   num_shards: int = 0, rows_per_shard: int = ROWS_PER_SHARD) -> list[Shard]:
+    """Adds the preprocessing transforms to ``p``.
+
+    Returns:
+      The planned shards (``_run`` checks after the run that every one of them was joined).
+    """
     days = find_days(input_dir)
     if eval_days < 0 or eval_days >= len(days):
         raise ValueError(f"eval_days must be in [0, {len(days) - 1}] for {len(days)} days, got eval_days={eval_days}")
     eval_set = {d for d, _ in days[len(days) - eval_days:]} if eval_days else set()
-    day_files = p | "Days" >> beam.Create(days)
-    read = day_files | "ReadRows" >> beam.ParDo(ReadDay()).with_outputs(ReadDay.DEAD, main="rows")
-    entries = day_files | "ReadRequestDicts" >> beam.FlatMap(_read_table, source="request_id_dict")
-    histories = day_files | "ReadHistories" >> beam.FlatMap(_read_table, source="seq_effective_50_dict")
-    pools = (read.rows
-             | "EvalRows" >> beam.Filter(lambda kv: kv[0][0] in eval_set)
-             | "KeyByDay" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
+    shards = plan_shards(days, rows_per_shard)
+    records_dir = FileSystems.join(output_dir, RECORDS_DIR)
+    work = p | "Shards" >> beam.Create(shards, reshuffle=True)
+    pools = (work
+             | "EvalShards" >> beam.Filter(lambda shard: shard.day in eval_set)
+             | "PoolRows" >> beam.FlatMap(_pool_rows)
              | "PoolCandidates" >> beam.combiners.Top.PerKey(NEGATIVE_POOL_SIZE * 4, key=negative_pool_key, reverse=True)
              | "Pool" >> beam.MapTuple(lambda day, rows: (day, negative_pool(rows))))
-    organised = ({"rows": read.rows, "entry": entries, "history": histories}
-                 | "GroupByRequest" >> beam.CoGroupByKey()
-                 | "Organise" >> beam.ParDo(Organise(stages, eval_set, num_negatives),
-                                            pools=beam.pvalue.AsDict(pools)).with_outputs("dead", main="records"))
-    vocab = (organised.records
-             | "TrainOnly" >> beam.Filter(lambda kv: kv[0] == "train")
-             | "Ids" >> beam.FlatMap(lambda kv: record_ids(kv[1]))
+    joined = work | "JoinShards" >> beam.ParDo(
+        JoinShard(stages, eval_set, num_negatives, records_dir),
+        pools=beam.pvalue.AsDict(pools)).with_outputs("dead", "ids", main="files")
+    vocab = (joined.ids
              | "DistinctIds" >> beam.Distinct()
              | "IdsPerFeature" >> beam.GroupByKey()
              | "Sorted" >> beam.MapTuple(lambda f, ids: (f, sorted(ids)))
@@ -209,23 +286,26 @@ def build_pipeline(p: beam.Pipeline, input_dir: str, output_dir: str, stages: in
             "vocab_file_format": "one raw id per line; line i (0-based) is index i + 1; 0 = padding/unknown"}
     _ = (vocab | "VocabIds" >> beam.Map(lambda v: v["ids"])
          | "WriteSidecars" >> beam.ParDo(WriteSidecars(output_dir, meta)))
-    examples = organised.records | "Index" >> beam.Map(_index, vocabularies=beam.pvalue.AsSingleton(vocab))
+    examples = (joined.files
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadRecords" >> beam.FlatMap(_read_records)
+                | "Index" >> beam.Map(_index, vocabularies=beam.pvalue.AsSingleton(vocab)))
     for split in ("train", "eval"):
         _ = (examples
              | f"Only{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
              | f"Bytes{split}" >> beam.Map(lambda kv: kv[1])
              | f"Write{split}" >> beam.io.WriteToTFRecord(
                  FileSystems.join(output_dir, split, "part"), file_name_suffix=".tfrecord.gz",
-                 num_shards=num_shards, compression_type=beam.io.filesystem.CompressionTypes.GZIP))
-    _ = ((read[ReadDay.DEAD], organised.dead)
-         | "AllDead" >> beam.Flatten()
-         | "WriteDead" >> beam.io.WriteToText(FileSystems.join(output_dir, "dead_letter", "part"),
-                                               file_name_suffix=".jsonl"))
+                 num_shards=num_shards, compression_type=CompressionTypes.GZIP))
+    _ = joined.dead | "WriteDead" >> beam.io.WriteToText(FileSystems.join(output_dir, "dead_letter", "part"),
+                                                         file_name_suffix=".jsonl")
+    return shards
 
 
 def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: int = 1,
                    beam_args: Sequence[str] | None = None,
-                   num_negatives: int = F.EVAL_EXTRA_NEGATIVES, overwrite: bool = False) -> dict:
+                   num_negatives: int = F.EVAL_EXTRA_NEGATIVES, overwrite: bool = False,
+                   rows_per_shard: int = ROWS_PER_SHARD) -> dict:
     """Runs the pipeline and writes ``OUT/stats.json``.
 
     Args:
@@ -241,6 +321,9 @@ def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: 
         ``tfcascade.beam.dask_runner.DaskRunner`` (needs the ``dask`` extra).
       num_negatives: extra negatives sampled from other requests per eval request.
       overwrite: replace a non-empty ``output_dir``.
+      rows_per_shard: a day of R all_stage rows is split into ceil(R / rows_per_shard) request
+        shards, each joined and organised on its own: the memory a worker needs is about one
+        shard's rows, whatever the number of days.
 
     Returns:
       The stats: ``input_rows`` (and ``input_rows_by_source``), ``used_rows``,
@@ -249,12 +332,16 @@ def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: 
 
     Raises:
       FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
+      RuntimeError: the runner lost work: a shard not joined, input rows not read, requests
+        assembled but not written, or rows not accounted for (nothing is written then).
       EmptySplitError: the train split, or the eval split when ``eval_days > 0``, has no request.
     """
     if stages not in (2, 3):
         raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
     if num_negatives < 0:
         raise ValueError(f"num_negatives must be >= 0, got num_negatives={num_negatives}")
+    if int(rows_per_shard) < 1:
+        raise ValueError(f"rows_per_shard must be >= 1, got rows_per_shard={rows_per_shard}")
     if not FileSystems.exists(input_dir):
         raise FileNotFoundError(f"input_dir={input_dir!r} does not exist")
     if _non_empty(output_dir) and not overwrite:
@@ -266,7 +353,7 @@ def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: 
     if not local and overwrite and FileSystems.exists(output_dir):
         FileSystems.delete([output_dir])
     try:
-        stats = _run(input_dir, work, stages, eval_days, beam_args, num_negatives)
+        stats = _run(input_dir, work, stages, eval_days, beam_args, num_negatives, rows_per_shard)
         if local:
             _replace_folder(work, output_dir)
     finally:
@@ -277,10 +364,11 @@ def run_preprocess(input_dir: str, output_dir: str, stages: int = 2, eval_days: 
 
 
 def _run(input_dir: str, output_dir: str, stages: int, eval_days: int, beam_args: Sequence[str],
-         num_negatives: int) -> dict:
+         num_negatives: int, rows_per_shard: int) -> dict:
     runner, beam_args = _resolve_runner(beam_args)
     p = beam.Pipeline(runner=runner, options=PipelineOptions(list(beam_args)))
-    build_pipeline(p, input_dir, output_dir, stages, eval_days, num_negatives)
+    shards = build_pipeline(p, input_dir, output_dir, stages, eval_days, num_negatives,
+                            rows_per_shard=rows_per_shard)
     result = p.run()
     result.wait_until_finish()
     counters: dict[str, int] = {}
@@ -297,8 +385,9 @@ def _run(input_dir: str, output_dir: str, stages: int, eval_days: int, beam_args
                              "eval": int(counters.get("requests_written_eval", 0))},
         "stages": stages, "eval_days": eval_days,
     }
-    if stats["input_rows"] != stats["used_rows"] + stats["dead_letter_rows"]:
-        raise RuntimeError(f"row accounting broken: {stats}")
+    _check_nothing_lost(counters, stats, shards)
+    _delete_folder(FileSystems.join(output_dir, RECORDS_DIR))
+    stats["shards"] = len(shards)
     days = [d for d, _ in find_days(input_dir)]
     for split, split_days in (("train", days[: len(days) - eval_days]), ("eval", days[len(days) - eval_days:])):
         if split_days and stats["requests_written"][split] == 0:
@@ -309,6 +398,39 @@ def _run(input_dir: str, output_dir: str, stages: int, eval_days: int, beam_args
     with FileSystems.create(FileSystems.join(output_dir, "stats.json")) as fh:
         fh.write((json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
     return stats
+
+
+def _check_nothing_lost(counters: dict, stats: dict, shards: Sequence[Shard]) -> None:
+    """Raises RuntimeError when the runner's counters show lost work.
+
+    Checked against what the driver planned and what each day's first shard counted of the
+    whole files, not only against each other: every shard joined, every all_stage row and
+    every request_id_dict / seq_effective_50_dict entry read by some shard, every assembled
+    request written, and input = used + dead-letter rows.
+    """
+    def n(name):
+        return int(counters.get(name, 0))
+
+    problems = []
+    if n("shards_joined") != len(shards):
+        problems.append(f"{n('shards_joined')} of {len(shards)} planned shards were joined")
+    file_rows = sum(s.rows for s in shards if s.index == 0)
+    if n("all_stage_rows_in_files") != file_rows or n("input_rows_all_stage") != file_rows:
+        problems.append(f"{n('input_rows_all_stage')} all_stage rows were read of the {file_rows} "
+                        "the files hold")
+    for source in SOURCES[1:]:
+        if n(f"{source}_entries_read") != n(f"{source}_entries_in_files"):
+            problems.append(f"{n(f'{source}_entries_read')} {source} entries were read of the "
+                            f"{n(f'{source}_entries_in_files')} the files hold")
+    for split in ("train", "eval"):
+        if n(f"requests_assembled_{split}") != n(f"requests_written_{split}"):
+            problems.append(f"{n(f'requests_written_{split}')} of {n(f'requests_assembled_{split}')} "
+                            f"assembled {split} requests were written")
+    if stats["input_rows"] != stats["used_rows"] + stats["dead_letter_rows"]:
+        problems.append(f"input rows {stats['input_rows']} != used {stats['used_rows']} + dead-letter "
+                        f"{stats['dead_letter_rows']}")
+    if problems:
+        raise RuntimeError("the runner lost work, nothing is published: " + "; ".join(problems))
 
 
 DASK_RUNNER_NAMES = ("dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner",
@@ -369,6 +491,14 @@ def _replace_folder(new: str, target: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
     elif old:
         os.remove(old)
+
+
+def _delete_folder(folder: str) -> None:
+    files = [m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
+    if files:
+        FileSystems.delete(files)
+    if "://" not in folder and os.path.isdir(folder):
+        os.rmdir(folder)
 
 
 def _first_reason(output_dir: str) -> str:

@@ -19,6 +19,9 @@ def add_parser(subparsers):
     p.add_argument("--eval-days", type=int, default=1, help="last N days form the eval split")
     p.add_argument("--eval-negatives", type=int, default=160,
                    help="negatives sampled from other requests per eval request")
+    p.add_argument("--rows-per-shard", type=int, default=None,
+                   help="a day of R all_stage rows is processed as ceil(R / N) request shards; a "
+                        "worker holds about one shard in memory (default 200000)")
     p.set_defaults(pass_through=True, beam_args=[])
     return p
 
@@ -29,8 +32,11 @@ def run(args) -> int:
     from tfcascade.beam.preprocess import run_preprocess
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # Beam's INFO lines (one per fused stage, type-hint notes) would bury the per-shard progress.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     stats = run_preprocess(args.input, args.output, stages=args.stages, eval_days=args.eval_days,
                            beam_args=args.beam_args, num_negatives=args.eval_negatives,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite,
+                           **({} if args.rows_per_shard is None else {"rows_per_shard": args.rows_per_shard}))
     print(json.dumps(stats, indent=2))
     return 0

@@ -11,14 +11,18 @@ comes in leaves as used or as a dead letter with its reason; an item that only
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+
+import pandas as pd
 
 from tfcascade.data.organise import RequestProblem, organise_request
 from tfcascade.data.schema import (
     entry_videos,
     history_items,
     history_problem,
+    normalise_row,
     request_entry_problem,
+    row_problem,
     row_videos,
     stage_of,
     stage_rank,
@@ -114,6 +118,42 @@ def assemble_request(request_id: int, rows: Sequence[Mapping], entry: object, hi
     except RequestProblem as err:
         out.dead += [(row, str(err)) for row in consistent]
     return out
+
+
+def check_rows(frame: pd.DataFrame) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """Splits all_stage rows into usable ones (normalised, file order) and ``(raw row, reason)``
+    for the others (``schema.row_problem``)."""
+    rows, bad = [], []
+    for raw in frame.to_dict("records"):
+        problem = row_problem(raw)
+        if problem is None:
+            rows.append(normalise_row(raw))
+        else:
+            bad.append((raw, problem))
+    return rows, bad
+
+
+def assemble_requests(rows: Sequence[Mapping], entries: Mapping[int, object], histories: Mapping[int, object],
+                      stages: int = 2, negatives: Sequence[Mapping] = (), num_negatives: int = 0,
+                      seed: int = 0) -> Iterator[tuple[int, Assembled]]:
+    """``(request_id, Assembled)`` of every request of a day (or of one request shard of it),
+    in request-id order.
+
+    Args:
+      rows: the usable all_stage rows (``check_rows``).
+      entries, histories: the request_id_dict and seq_effective_50_dict tables of the same
+        requests, keyed by request id.
+      stages, negatives, num_negatives, seed: as for ``assemble_request``.
+
+    Every request of ``rows`` or ``entries`` is assembled (a history alone holds no row).
+    """
+    groups: dict[int, list] = {rid: [] for rid in entries}
+    for row in rows:
+        groups.setdefault(row["request_id"], []).append(row)
+    for request_id in sorted(groups):
+        yield request_id, assemble_request(
+            request_id, groups[request_id], entries.get(request_id), histories.get(request_id), stages,
+            negatives, num_negatives, seed, has_entry=request_id in entries, has_history=request_id in histories)
 
 
 def _deduplicate(rows: Sequence[Mapping], dead: list) -> list:

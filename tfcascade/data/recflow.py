@@ -11,23 +11,16 @@ of the same day. Rows that cannot be used go to ``skipped`` with their reason
 
 from __future__ import annotations
 
-import io
 import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from tfcascade.data.assemble import assemble_request
+from tfcascade.data.assemble import assemble_requests, check_rows
 from tfcascade.data.organise import item_of, negative_pool_key
-from tfcascade.data.schema import (
-    COLUMNS,
-    SchemaError,
-    normalise_row,
-    row_problem,
-    validate_frame,
-    value_problem,
-)
+from tfcascade.data.schema import SchemaError, value_problem
+from tfcascade.data.shards import read_all_stage
 
 NEGATIVE_POOL_SIZE = 4000
 
@@ -42,16 +35,6 @@ def list_days(recflow_dir: str | Path) -> list[str]:
     if not days:
         raise FileNotFoundError(f"no all_stage/<day>.feather files under recflow_dir={str(root)!r}")
     return days
-
-
-def parse_feather(data: bytes, source: str) -> pd.DataFrame:
-    """An all_stage file's rows, its columns checked (rows are checked one by one later)."""
-    try:
-        frame = pd.read_feather(io.BytesIO(data))
-    except Exception as err:  # pyarrow raises several types for corrupt files
-        raise SchemaError(f"{source}: cannot be read as a feather file ({err})") from err
-    validate_frame(frame, source)
-    return frame[list(COLUMNS)]
 
 
 def parse_pickle(data: bytes, source: str) -> dict:
@@ -82,7 +65,7 @@ def day_file(recflow_dir: str | Path, sub: str, day: str) -> Path:
 def read_day(recflow_dir: str | Path, day: str) -> pd.DataFrame:
     """One day's ``all_stage`` rows, columns checked."""
     path = day_file(recflow_dir, "all_stage", day)
-    return parse_feather(path.read_bytes(), str(path))
+    return read_all_stage(str(path), str(path))
 
 
 def read_table(recflow_dir: str | Path, sub: str, day: str) -> dict:
@@ -126,28 +109,15 @@ def read_requests(recflow_dir: str | Path, days: Sequence[str] | None = None, st
     for key in ("input_rows", "used_rows", "dead_letter_rows"):
         tally.setdefault(key, 0)
     for day in days or list_days(recflow_dir):
-        frame = read_day(recflow_dir, day)
+        rows, bad = check_rows(read_day(recflow_dir, day))
         entries = read_table(recflow_dir, "request_id_dict", day)
         histories = read_table(recflow_dir, "seq_effective_50_dict", day)
-        rows = []
-        for raw in frame.to_dict("records"):
-            tally["input_rows"] += 1
-            problem = row_problem(raw)
-            if problem is None:
-                rows.append(normalise_row(raw))
-                continue
-            tally["dead_letter_rows"] += 1
-            if skipped is not None:
-                skipped.append((_request_of(raw), problem))
+        tally["input_rows"] += len(rows) + len(bad)
+        tally["dead_letter_rows"] += len(bad)
+        if skipped is not None:
+            skipped += [(_request_of(raw), problem) for raw, problem in bad]
         pool = negative_pool(rows) if eval_negatives else []
-        groups: dict[int, list] = {rid: [] for rid in entries}
-        for row in rows:
-            groups.setdefault(row["request_id"], []).append(row)
-        for request_id in sorted(groups):
-            result = assemble_request(
-                request_id, groups[request_id], entries.get(request_id), histories.get(request_id),
-                stages, pool, eval_negatives, seed, has_entry=request_id in entries,
-                has_history=request_id in histories)
+        for request_id, result in assemble_requests(rows, entries, histories, stages, pool, eval_negatives, seed):
             tally["input_rows"] += result.dict_only
             tally["used_rows"] += len(result.used)
             tally["dead_letter_rows"] += len(result.dead)
