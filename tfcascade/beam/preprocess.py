@@ -148,8 +148,8 @@ class JoinShard(beam.DoFn):
 
     Outputs: the main output is the name of the file holding the shard's records (raw ids;
     ``records_dir/<shard>.pkl``, written whole and renamed into place, so a retried bundle
-    rewrites the same file); ``ids``: the distinct (vocabulary, raw id) pairs of its train
-    records; ``dead``: dead-letter lines.
+    rewrites the same file); ``ids``: ``(vocabulary, sorted distinct raw ids)`` of its
+    train records, one element per vocabulary; ``dead``: dead-letter lines.
     """
 
     def __init__(self, stages: int, eval_days: set, num_negatives: int, records_dir: str):
@@ -170,7 +170,7 @@ class JoinShard(beam.DoFn):
         histories = _shard_table(shard, "seq_effective_50_dict")
         is_eval = shard.day in self.eval_days
         split = "eval" if is_eval else "train"
-        records, ids = [], set()
+        records, ids = [], {}
         for _, result in assemble_requests(rows, entries, histories, self.stages,
                                            pools.get(shard.day, []) if is_eval else (),
                                            self.num_negatives if is_eval else 0):
@@ -181,13 +181,14 @@ class JoinShard(beam.DoFn):
                 _counter("used_rows").inc(len(result.used))
                 records.append((split, result.record))
                 if not is_eval:
-                    ids.update(record_ids(result.record))
+                    for feature, raw_id in record_ids(result.record):
+                        ids.setdefault(feature, set()).add(raw_id)
         _counter(f"requests_assembled_{split}").inc(len(records))
         _counter("shards_joined").inc()
         log.info("joined shard %s (%s): %d rows, %d requests kept", shard.name, split, len(rows) + len(bad),
                  len(records))
-        for pair in sorted(ids):
-            yield beam.pvalue.TaggedOutput("ids", pair)
+        for feature in sorted(ids):
+            yield beam.pvalue.TaggedOutput("ids", (feature, sorted(ids[feature])))
         target = FileSystems.join(self.records_dir, f"{shard.name}.pkl")
         partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
         with FileSystems.create(partial, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
@@ -273,9 +274,8 @@ def build_pipeline(p: beam.Pipeline, input_dir: str, output_dir: str, stages: in
         JoinShard(stages, eval_set, num_negatives, records_dir),
         pools=beam.pvalue.AsDict(pools)).with_outputs("dead", "ids", main="files")
     vocab = (joined.ids
-             | "DistinctIds" >> beam.Distinct()
              | "IdsPerFeature" >> beam.GroupByKey()
-             | "Sorted" >> beam.MapTuple(lambda f, ids: (f, sorted(ids)))
+             | "Sorted" >> beam.MapTuple(lambda f, parts: (f, sorted(set().union(*parts))))
              | "AllVocabs" >> beam.combiners.ToDict()
              | "Lookups" >> beam.Map(lambda v: {"ids": v, "lookup": {f: {raw: i + 1 for i, raw in enumerate(ids)}
                                                                       for f, ids in v.items()}}))

@@ -32,8 +32,10 @@ def run(args) -> int:
     from tfcascade.beam.preprocess import run_preprocess
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    # Beam's INFO lines (one per fused stage, type-hint notes) would bury the per-shard progress.
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # Beam's and Dask's INFO lines (fused stages, type-hint notes, cluster start-up) would bury
+    # the per-shard progress.
+    for noisy in ("apache_beam", "distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     stats = run_preprocess(args.input, args.output, stages=args.stages, eval_days=args.eval_days,
                            beam_args=args.beam_args, num_negatives=args.eval_negatives,
                            overwrite=args.overwrite,
