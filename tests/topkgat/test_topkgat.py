@@ -98,6 +98,23 @@ def test_propagate_matches_dense_reference(variant, combine, residual):
     np.testing.assert_allclose(scores.numpy(), xu[[0, 3]] @ xi.T, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["topkgat", "softmax"])
+def test_threshold_ranks_match_brute_force(variant):
+    tf.random.set_seed(3)
+    model = TopKGAT(U, NI, len(EDGES), dim=4, num_layers=3, variant=variant, edges=EDGES)
+    betas = np.tanh(model.beta_logits.numpy().astype(np.float64))
+    reps = [(model.user_embedding.numpy().astype(np.float64), model.item_embedding.numpy().astype(np.float64))]
+    for layer in range(3):
+        reps.append(dense_layer(*reps[-1], betas[:, layer], variant))
+    want = np.stack([(normalise(reps[layer][0]) @ normalise(reps[layer][1]).T > betas[:, [layer]]).sum(1)
+                     for layer in range(3)], axis=1)
+    got = model.threshold_ranks(batch_size=2)  # users in several batches
+    assert got.shape == (U, 3) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    assert TopKGAT(U, NI, len(EDGES), variant="beta0", edges=EDGES).threshold_ranks() is None
+    assert TopKGAT(U, NI, len(EDGES), variant="lightgcn", edges=EDGES).threshold_ranks() is None
+
+
 def test_lightgcn_defaults_to_layer_mean_and_topkgat_to_last():
     assert TopKGAT(U, NI, len(EDGES), variant="lightgcn").combine == "mean"
     assert TopKGAT(U, NI, len(EDGES)).combine == "last"
@@ -461,6 +478,10 @@ def test_cli_writes_json(tmp_path):
     assert result["best_epoch"] in (2, 4) and result["seconds_per_epoch"] > 0
     expected = {f"{m}@{k}" for m in ("recall", "ndcg") for k in (1, 3, 5, 10, 20)}
     assert set(result["valid"]) == expected and set(result["test"]) == expected
+    thresholds = result["thresholds"]
+    assert [t["layer"] for t in thresholds] == [1, 2]
+    for t in thresholds:
+        assert -1 <= t["beta_mean"] <= 1 and 0 <= t["rank_p10"] <= t["rank_median"] <= t["rank_p90"] <= 60
 
 
 def test_cli_defaults_are_the_official_settings_of_the_dataset(tmp_path):

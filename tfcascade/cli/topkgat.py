@@ -59,6 +59,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def threshold_summary(model) -> list[dict] | None:
+    """Per layer: mean and std of the learned thresholds β_u^(l), and quantiles over users of
+    the rank where each cuts its user's ranking (``TopKGAT.threshold_ranks``); None for
+    variants without β."""
+    import numpy as np
+
+    ranks = model.threshold_ranks()
+    if ranks is None:
+        return None
+    beta = model.thresholds().numpy()
+    out = []
+    for layer in range(ranks.shape[1]):
+        q = np.percentile(ranks[:, layer], [10, 25, 50, 75, 90])
+        out.append({"layer": layer + 1, "beta_mean": float(beta[:, layer].mean()),
+                    "beta_std": float(beta[:, layer].std()), "rank_mean": float(ranks[:, layer].mean()),
+                    **{f"rank_{name}": float(v) for name, v in zip(("p10", "p25", "median", "p75", "p90"), q)}})
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
@@ -84,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                  args.layers, args.dim, args.lr, args.reg)
     result = train_topkgat(model, data, config, log_dir=args.logdir)
     payload = {
-        "dataset": data.name, "variant": args.variant, "combine": model.combine,
+        "dataset": data.name, "num_users": data.num_users, "num_items": data.num_items,
+        "variant": args.variant, "combine": model.combine,
         "residual": args.residual, "layers": args.layers, "dim": args.dim,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "valid": result.valid, "test": result.test,
@@ -93,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "total_seconds": time.perf_counter() - start,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "config": {k: v for k, v in vars(config).items() if k != "memory_bytes"},
+        "thresholds": threshold_summary(model),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -196,12 +196,13 @@ class TopKGAT(keras.Model):
         """β = tanh(B), ``[num_users, num_layers]``, or None for variants without β."""
         return tf.tanh(self.beta_logits) if self.uses_beta else None
 
-    def propagate(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """Runs the L layers; returns the final ``(user [U, d], item [I, d])`` embeddings."""
+    def layer_representations(self) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """The ``(user [U, d], item [I, d])`` representations entering each of the L layers,
+        then the last layer's output: L + 1 pairs (the first is the embedding tables)."""
         user_x, item_x = self.user_embedding, self.item_embedding
         users, items = self.edge_users, self.edge_items
         beta = self.thresholds()
-        user_sum, item_sum = user_x, item_x
+        out = [(user_x, item_x)]
         for layer in range(self.num_layers):
             w_u, w_i = edge_weights(user_x, item_x, users, items,
                                     None if beta is None else beta[:, layer],
@@ -211,12 +212,44 @@ class TopKGAT(keras.Model):
                 new_user = user_x + self.residual_step * new_user
                 new_item = item_x + self.residual_step * new_item
             user_x, item_x = new_user, new_item
-            if self.combine == "mean":
-                user_sum, item_sum = user_sum + user_x, item_sum + item_x
+            out.append((user_x, item_x))
+        return out
+
+    def propagate(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """Runs the L layers; returns the final ``(user [U, d], item [I, d])`` embeddings:
+        the last layer's output (``combine="last"``) or the mean over the L + 1
+        representations (``"mean"``, LightGCN)."""
+        reps = self.layer_representations()
         if self.combine == "mean":
             scale = 1.0 / (self.num_layers + 1)
-            return user_sum * scale, item_sum * scale
+            return tf.add_n([u for u, _ in reps]) * scale, tf.add_n([i for _, i in reps]) * scale
+        user_x, item_x = reps[-1]
         return tf.convert_to_tensor(user_x), tf.convert_to_tensor(item_x)
+
+    def threshold_ranks(self, batch_size: int = 1024) -> np.ndarray | None:
+        """Where each learned threshold cuts its user's ranking, layer by layer.
+
+        For user u and layer l: the number of items i whose cosine similarity to u at the
+        layer's input, cos(x_u^(l), x_i^(l)), exceeds β_u^(l) — the K of the top-K boundary
+        the threshold stands for (arXiv 2601.18432, Fig. 3–4: shallow layers should cut high
+        in the ranking, deeper ones lower).
+
+        Returns:
+          ``int64 [U, L]``, or None for variants without β.
+        """
+        if not self.uses_beta:
+            return None
+        beta = self.thresholds()
+        reps = self.layer_representations()
+        ranks = np.zeros((self.num_users, self.num_layers), np.int64)
+        for layer in range(self.num_layers):
+            z_u = tf.math.l2_normalize(reps[layer][0], axis=-1)
+            z_i = tf.math.l2_normalize(reps[layer][1], axis=-1)
+            for start in range(0, self.num_users, batch_size):
+                sims = tf.matmul(z_u[start:start + batch_size], z_i, transpose_b=True)
+                above = sims > beta[start:start + batch_size, layer:layer + 1]
+                ranks[start:start + batch_size, layer] = tf.reduce_sum(tf.cast(above, tf.int64), axis=1).numpy()
+        return ranks
 
     def call(self, user_ids, training: bool = False) -> tf.Tensor:
         """Scores ``[b, num_items]`` of ``user_ids`` ``[b]`` against every item."""
