@@ -29,6 +29,7 @@ a temporary folder and renamed when complete, so a failed run leaves no partial 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -90,9 +91,15 @@ def _read_bytes(path: str) -> bytes:
         return fh.read()
 
 
-def _data(path: str) -> str | bytes:
-    """A local path as it is (memory-mapped by the reader), any other file as its bytes."""
-    return path if "://" not in path else _read_bytes(path)
+@contextlib.contextmanager
+def _all_stage(path: str):
+    """A local path as it is (memory-mapped by the reader); any other file opened through Beam's
+    filesystems (seekable: the reader fetches the footer and the record batches it needs)."""
+    if "://" not in path:
+        yield path
+        return
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        yield fh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +121,8 @@ def plan_shards(days: Sequence[tuple[str, dict]], rows_per_shard: int) -> list[S
     """Splits every day into ceil(rows / rows_per_shard) request shards (at least one)."""
     out = []
     for day, paths in days:
-        rows = all_stage_rows(_data(paths["all_stage"]), paths["all_stage"])
+        with _all_stage(paths["all_stage"]) as data:
+            rows = all_stage_rows(data, paths["all_stage"])
         count = max(1, math.ceil(rows / rows_per_shard))
         out += [Shard(day, paths, k, count, rows) for k in range(count)]
     return out
@@ -134,7 +142,9 @@ def _shard_table(shard: Shard, source: str) -> dict:
 
 def _shard_rows(shard: Shard) -> tuple[list[dict], list[tuple[dict, str]]]:
     path = shard.paths["all_stage"]
-    return check_rows(read_all_stage(_data(path), path, shard.index, shard.count))
+    with _all_stage(path) as data:
+        frame = read_all_stage(data, path, shard.index, shard.count)
+    return check_rows(frame)
 
 
 def _pool_rows(shard: Shard):

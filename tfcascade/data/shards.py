@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import typing
 
 import numpy as np
 import pandas as pd
@@ -73,28 +74,42 @@ def _integer(value) -> int | None:
     return int(value)
 
 
-def _open(data: str | bytes, source: str):
-    """An Arrow IPC file reader of a local path (memory-mapped) or of the file's bytes, or None
-    for a Feather V1 file (read whole)."""
+Source = str | bytes | typing.BinaryIO
+
+
+def _open(data: Source, source: str):
+    """An Arrow IPC file reader of a local path (memory-mapped), of the file's bytes or of a
+    seekable binary file object (only the footer and the record batches asked for are read),
+    or None for a Feather V1 file (read whole)."""
     try:
-        handle = pa.memory_map(data) if isinstance(data, str) else pa.BufferReader(data)
+        if isinstance(data, str):
+            handle = pa.memory_map(data)
+        elif isinstance(data, bytes):
+            handle = pa.BufferReader(data)
+        else:
+            data.seek(0)
+            handle = pa.PythonFile(data, mode="r")
         return ipc.open_file(handle)
     except (pa.ArrowInvalid, OSError):
         return None
 
 
-def _read_whole(data: str | bytes, source: str) -> pa.Table:
+def _read_whole(data: Source, source: str) -> pa.Table:
     try:
-        return feather.read_table(data if isinstance(data, str) else io.BytesIO(data))
+        if isinstance(data, bytes):
+            data = io.BytesIO(data)
+        elif not isinstance(data, str):
+            data.seek(0)
+        return feather.read_table(data)
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise SchemaError(f"{source}: cannot be read as a feather file ({err})") from err
 
 
-def all_stage_rows(data: str | bytes, source: str) -> int:
+def all_stage_rows(data: Source, source: str) -> int:
     """How many rows an all_stage file holds.
 
     Args:
-      data: a local path or the file's bytes.
+      data: a local path, the file's bytes or a seekable binary file object.
       source: the file's name, for errors.
 
     Raises:
@@ -109,11 +124,11 @@ def all_stage_rows(data: str | bytes, source: str) -> int:
         raise SchemaError(f"{source}: cannot be read as a feather file ({err})") from err
 
 
-def read_all_stage(data: str | bytes, source: str, shard: int = 0, num_shards: int = 1) -> pd.DataFrame:
+def read_all_stage(data: Source, source: str, shard: int = 0, num_shards: int = 1) -> pd.DataFrame:
     """The rows of one request shard of an all_stage file, in file order, columns checked.
 
     Args:
-      data: a local path (memory-mapped) or the file's bytes.
+      data: a local path (memory-mapped), the file's bytes or a seekable binary file object.
       source: the file's name, for errors.
       shard, num_shards: which shard (``request_shards``); ``(0, 1)`` is the whole file.
 
