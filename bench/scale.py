@@ -540,9 +540,10 @@ def memory_note(payload: dict) -> str | None:
     x0, x1, y0, y1 = a["stats"]["input_rows"], b["stats"]["input_rows"], a["peak_rss_mib"], b["peak_rss_mib"]
     text = (f"In-process preprocessing's peak RSS went from {y0:,.0f} MiB ({a['preset']}, {x0:,} rows) to "
             f"{y1:,.0f} MiB ({b['preset']}, {x1:,} rows): {y1 / y0:.2f}× the memory for {x1 / x0:.1f}× the rows. "
-            "The pipeline works in request shards of at most `--rows-per-shard` rows (default 200,000), so a "
-            "worker holds about one shard, one record batch of its day's file and that day's two pickles; what "
-            "grows with the input is the vocabularies (side inputs) and Beam's per-element bookkeeping.")
+            "The pipeline works in request shards of at most `--rows-per-shard` rows (default 200,000): a "
+            "worker holds about one shard, one record batch of its day's all_stage file and that day's two "
+            "pickles (whose size grows with the requests per day, not with the number of days), plus the "
+            "vocabularies, a side input of the indexing step.")
     if payload.get("medium_days"):
         at_full = y1 + (y1 - y0) / (x1 - x0) * (full - x1)
         text += (f" Medium was capped at its first {payload['medium_days']} days; at that growth all of medium "
