@@ -29,7 +29,7 @@ def test_shards_are_in_range_and_the_same_for_ints_floats_and_objects(ids, num_s
 def test_ids_that_are_not_int64_integers_go_to_shard_0():
     values = np.array([np.nan, np.inf, -np.inf, 2.5, 1e30], np.float64)
     np.testing.assert_array_equal(request_shards(values, 7), 0)
-    np.testing.assert_array_equal(request_shards(np.array(["12", None, True, 3.5], object), 7), 0)
+    np.testing.assert_array_equal(request_shards(np.array(["12", None, True, 3.5, 2**63, -(2**63) - 1], object), 7), 0)
 
 
 def test_shards_are_balanced_and_fixed():

@@ -133,7 +133,11 @@ def _shard_table(shard: Shard, source: str) -> dict:
     path = shard.paths[source]
     table = parse_pickle(_read_bytes(path), path)
     keys = list(table)
-    mine = request_shards(np.asarray(keys, np.int64), shard.count) == shard.index
+    try:
+        ids = np.asarray(keys, np.int64)
+    except OverflowError:  # a key outside int64: its requests' rows are dead-lettered in shard 0
+        ids = np.asarray(keys, object)
+    mine = request_shards(ids, shard.count) == shard.index
     _counter(f"{source}_entries_read").inc(int(mine.sum()))
     if shard.index == 0:
         _counter(f"{source}_entries_in_files").inc(len(keys))

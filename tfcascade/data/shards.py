@@ -68,10 +68,10 @@ def request_shards(request_ids, num_shards: int) -> np.ndarray:
 def _integer(value) -> int | None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
-    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and abs(value) < 2.0**63
-                                                        and float(value).is_integer()):
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
         return None
-    return int(value)
+    value = int(value)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 Source = str | bytes | typing.BinaryIO
