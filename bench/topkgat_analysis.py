@@ -44,6 +44,7 @@ def plot(runs: list[dict], dataset: str, official_layers: int, path: Path) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     sweep = sorted((r for r in runs if r["variant"] == "topkgat"), key=lambda r: r["layers"])
@@ -62,17 +63,16 @@ def plot(runs: list[dict], dataset: str, official_layers: int, path: Path) -> No
     ax.set_title(f"ω ablations ({official_layers} layers)")
     ax.legend(fontsize=8)
     ax = axes[2]
-    for r in sweep:
-        if not r.get("thresholds"):
-            continue
-        layers = [t["layer"] for t in r["thresholds"]]
-        ax.plot(layers, [t["rank_median"] for t in r["thresholds"]], "o-", label=f"{r['layers']} layers")
-        if r["layers"] == official_layers:
-            ax.fill_between(layers, [t["rank_p25"] for t in r["thresholds"]],
-                            [t["rank_p75"] for t in r["thresholds"]], alpha=0.2)
-    ax.set_yscale("symlog")
+    for n, r in enumerate(r for r in sweep if r.get("thresholds")):
+        layers = [t["layer"] + 0.04 * (n - 2) for t in r["thresholds"]]  # offset: overlapping lines stay visible
+        line, = ax.plot(layers, [t["rank_median"] for t in r["thresholds"]], "o-", label=f"{r['layers']} layers")
+        ax.plot(layers, [t["rank_p90"] for t in r["thresholds"]], "x--", color=line.get_color(), alpha=0.6)
+    ax.set_yscale("symlog", linthresh=1)
+    ticks = [0, 1, 2, 5, 10, 20, 50, 100, 1000, 10000]
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{t:,}" for t in ticks]))
     ax.set_xlabel("layer")
-    ax.set_ylabel("items above β_u (median over users)")
+    ax.set_ylabel("items above β_u: median (o), p90 (x)")
     ax.set_title("where the learned thresholds cut")
     ax.legend(fontsize=7)
     fig.tight_layout()
