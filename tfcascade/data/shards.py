@@ -77,7 +77,7 @@ def _integer(value) -> int | None:
 Source = str | bytes | typing.BinaryIO
 
 
-def _open(data: Source, source: str):
+def _open(data: Source):
     """An Arrow IPC file reader of a local path (memory-mapped), of the file's bytes or of a
     seekable binary file object (only the footer and the record batches asked for are read),
     or None for a Feather V1 file (read whole)."""
@@ -115,7 +115,7 @@ def all_stage_rows(data: Source, source: str) -> int:
     Raises:
       SchemaError: the file is not a feather file.
     """
-    reader = _open(data, source)
+    reader = _open(data)
     if reader is None:
         return _read_whole(data, source).num_rows
     try:
@@ -141,7 +141,7 @@ def read_all_stage(data: Source, source: str, shard: int = 0, num_shards: int = 
     """
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard must be in [0, {num_shards}), got shard={shard}")
-    reader = _open(data, source)
+    reader = _open(data)
     try:
         if reader is None:
             table = _read_whole(data, source)
