@@ -209,17 +209,19 @@ def test_random_corruptions_never_crash_the_pipeline(small_raw, tmp_path_factory
     assert stats["dead_letter_rows"] >= 1
 
 
-def _outputs(out):
-    """Everything a run publishes, order-free: examples per split, dead letters, sidecars."""
+def published_outputs(out):
+    """Everything a run publishes except stats.json, order-free: the examples of each split and
+    the dead-letter lines as multisets, the vocabularies, metadata.json and schema.json."""
     import tensorflow as tf
 
-    examples = {split: sorted(r.numpy() for f in sorted((out / split).glob("*.tfrecord.gz"))
-                              for r in tf.data.TFRecordDataset(str(f), compression_type="GZIP"))
-                for split in ("train", "eval")}
-    dead = sorted(json.dumps(d, sort_keys=True) for d in _dead_letters(out))
-    sidecars = {p.relative_to(out).as_posix(): p.read_text() for p in sorted(out.rglob("*"))
-                if p.is_file() and p.suffix in (".txt", ".json") and p.name != "stats.json"}
-    return examples, dead, sidecars
+    records = {split: collections.Counter(
+        r.numpy() for r in tf.data.TFRecordDataset(sorted(str(f) for f in (out / split).glob("*.tfrecord.gz")),
+                                                   compression_type="GZIP"))
+        for split in ("train", "eval")}
+    dead = collections.Counter(line for p in (out / "dead_letter").glob("*.jsonl") for line in p.read_text().splitlines())
+    sidecars = {p.relative_to(out).as_posix(): p.read_text()
+                for p in [*sorted((out / "vocab").iterdir()), out / "metadata.json", out / "schema.json"]}
+    return {"records": records, "dead": dead, "sidecars": sidecars}
 
 
 def test_request_shards_give_the_same_output_as_whole_days(corrupted, tmp_path):
@@ -227,7 +229,7 @@ def test_request_shards_give_the_same_output_as_whole_days(corrupted, tmp_path):
     sharded = run_preprocess(str(raw), str(tmp_path / "sharded"), stages=2, eval_days=1, rows_per_shard=300)
     assert stats["shards"] == 3 and sharded["shards"] > 3 * 4
     assert {k: v for k, v in sharded.items() if k != "shards"} == {k: v for k, v in stats.items() if k != "shards"}
-    assert _outputs(tmp_path / "sharded") == _outputs(out)
+    assert published_outputs(tmp_path / "sharded") == published_outputs(out)
     assert not (tmp_path / "sharded" / ".records").exists() and not (out / ".records").exists()
 
 
