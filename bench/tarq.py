@@ -35,7 +35,13 @@ from bench.common import (  # noqa: E402
     write_results,
 )
 from tfcascade._keras import keras  # noqa: E402
-from tfcascade.features import HISTORY_LENGTH, HISTORY_TO_ITEM, ITEM_FEATURES, USER_FEATURES  # noqa: E402
+from tfcascade.features import (  # noqa: E402
+    HISTORY_LENGTH,
+    HISTORY_TO_ITEM,
+    ITEM_FEATURES,
+    TIME_FEATURES,
+    USER_FEATURES,
+)
 from tfcascade.layers.residual_quantizer import codebook_utilisation
 from tfcascade.models.tarq import TARQ
 from tfcascade.training.callbacks import CodebookMonitor  # noqa: E402
@@ -66,7 +72,8 @@ class World:
                          else np.flatnonzero(self.video_topic == t) for t in range(topics)]
         self.vocab = {"user_id": num_users + 1, "device_id": 6, "age": 8, "gender": 3, "province": 10,
                       "video_id": num_videos, "author_id": int(self.author.max()) + 1,
-                      "category_level_one": 6, "category_level_two": topics + 1, "upload_type": 4}
+                      "category_level_one": 6, "category_level_two": topics + 1, "upload_type": 4,
+                      **dict.fromkeys(TIME_FEATURES, 2)}  # a world without time: every time id is 1
 
     def requests(self, count: int, n: int) -> tuple[dict, np.ndarray, np.ndarray]:
         rng = self.rng
@@ -92,8 +99,12 @@ class World:
         features = {
             "user_id": users, "device_id": 1 + users % 5, "age": 1 + users % 7, "gender": 1 + users % 2,
             "province": 1 + users % 9, "hist_video_id": hist, "hist_author_id": np.where(valid, self.author[hist], 0),
+            "hist_category_level_two": np.where(valid, self.cat2[hist], 0),
+            "hist_category_level_one": np.where(valid, self.cat1[hist], 0),
+            "hist_upload_type": np.where(valid, self.upload[hist], 0),
             "video_id": videos, "author_id": self.author[videos], "category_level_one": self.cat1[videos],
             "category_level_two": self.cat2[videos], "upload_type": self.upload[videos],
+            **{name: np.ones_like(users if name.startswith("request") else videos) for name in TIME_FEATURES},
         }
         return {k: np.asarray(v, np.int64) for k, v in features.items()}, labels, prob
 
@@ -146,7 +157,7 @@ class FullDIN(_Embedded):
         self.mlp = keras.Sequential([keras.layers.Dense(u, activation="relu") for u in (128, 128, 32)] + [keras.layers.Dense(1)])
 
     def call(self, f, training=False):
-        items = self.item_part(f)  # [B, n, 40]
+        items = self.item_part(f)  # [B, n, 8 * 8]
         q = self.to_query(items)[:, :, None, :]  # [B, n, 1, 16]
         k = self.behaviour(f)[:, None, :, :]  # [B, 1, H, 16]
         k = tf.broadcast_to(k, tf.concat([tf.shape(q)[:2], tf.shape(k)[2:]], 0))
@@ -154,7 +165,8 @@ class FullDIN(_Embedded):
         w = tf.squeeze(self.attention(tf.concat([qb, k, qb - k, qb * k], -1)), -1)  # [B, n, H]
         w = w * tf.cast(tf.not_equal(f["hist_video_id"], 0), tf.float32)[:, None, :]
         interest = tf.einsum("bnh,bnhd->bnd", w, k)
-        user = tf.broadcast_to(self.user_part(f)[:, None, :], tf.concat([tf.shape(items)[:2], [40]], 0))
+        user = self.user_part(f)[:, None, :]
+        user = tf.broadcast_to(user, tf.concat([tf.shape(items)[:2], tf.shape(user)[-1:]], 0))
         return tf.squeeze(self.mlp(tf.concat([user, items, interest], -1)), -1)
 
 
@@ -222,8 +234,11 @@ def main(argv=None) -> int:
     models = {
         "MLP pre-ranker": MLPPreRanker(world.vocab),
         "DIN (full target attention)": FullDIN(world.vocab),
-        "TARQ (dead-code reset)": TARQ(world.vocab, num_levels=args.levels, codebook_size=args.codebook_size),
-        "TARQ (no reset)": TARQ(world.vocab, num_levels=args.levels, codebook_size=args.codebook_size),
+        # Keras' initialisation, as the bench-local baselines (tfcascade.layers.initialization).
+        "TARQ (dead-code reset)": TARQ(world.vocab, num_levels=args.levels, codebook_size=args.codebook_size,
+                                       initialization="keras"),
+        "TARQ (no reset)": TARQ(world.vocab, num_levels=args.levels, codebook_size=args.codebook_size,
+                                initialization="keras"),
     }
     if args.quick:
         models.pop("TARQ (no reset)")
@@ -240,7 +255,8 @@ def main(argv=None) -> int:
         if isinstance(model, TARQ):
             ids = np.arange(world.num_videos)
             item_feats = {"video_id": ids, "author_id": world.author, "category_level_one": world.cat1,
-                          "category_level_two": world.cat2, "upload_type": world.upload}
+                          "category_level_two": world.cat2, "upload_type": world.upload,
+                          **{name: np.ones_like(ids) for name in TIME_FEATURES if name.startswith("upload")}}
             table = model.item_vectors({k: tf.constant(v[None], tf.int64) for k, v in item_feats.items()})[0]
             codes = model.quantizer.encode(table)
             catalogue = (table, codes)

@@ -22,7 +22,7 @@ PUBLIC = {
                       "iterative_softmax_topk", "kth_largest", "lapsum_topk", "neural_sort", "soft_sort",
                       "survivor_cascade", "topq_membership", "tournament_topk"],
     "tfcascade.layers": ["DFTopK", "FeatureEmbeddings", "LapSumTopK", "NeuralSortPermutation", "ResidualQuantizer",
-                         "SoftSortPermutation", "TargetAttention", "TournamentTopK"],
+                         "SoftmaxTargetAttention", "SoftSortPermutation", "TargetAttention", "TournamentTopK"],
     "tfcascade.losses": ["ARFLoss", "ARFv2Loss", "BCELoss", "CascadeLoss", "DFTopKCascadeLoss", "FSLambdaLoss",
                          "FSRankNetLoss", "ICCLoss", "LCRONLoss", "LapSumCascadeLoss", "RankFlowLoss",
                          "UncertaintyWeighting", "get", "names"],

@@ -6,14 +6,23 @@ are vocabulary indices produced by the preprocessing pipeline; index 0 is paddin
 
 Batched tensors (``B`` requests, ``n`` items, ``H`` = ``HISTORY_LENGTH``)::
 
-    user_id, device_id, age, gender, province        int64 [B]
-    hist_video_id, hist_author_id                     int64 [B, H]    (0 = no item)
+    user_id, device_id, age, gender, province,
+    request_weekday, request_hour, request_minute     int64 [B]
+    hist_video_id, hist_author_id,
+    hist_category_level_two, hist_category_level_one,
+    hist_upload_type                                  int64 [B, H]    (0 = no item)
     video_id, author_id, category_level_one,
-    category_level_two, upload_type                   int64 [B, n]
+    category_level_two, upload_type,
+    upload_weekday, upload_hour, upload_minute        int64 [B, n]
     label                                             float32 [B, n]  graded, -1 = padding
     stage                                             int64 [B, n]    STAGE_CODES, -1 = padding
     rank_index                                        int64 [B, n]    -1 where not ranked
     mask                                              float32 [B, n]  1 = real item
+
+The time features are the weekday (Monday = 0), hour and minute, in UTC, of the request's
+``request_timestamp`` and of each item's ``upload_timestamp`` (:func:`time_parts`); as raw ids
+they go through vocabularies like every other feature. The LCRON reference code feeds the same
+six fields and the five history fields to its DSSM and DIN (arXiv 2503.09492, ``models.py``).
 
 Graded labels (LCRON, arXiv 2503.09492, "list-wise supervision"): an item from a later stage
 beats one from an earlier stage; within a stage the better rank wins.
@@ -23,13 +32,27 @@ from __future__ import annotations
 
 HISTORY_LENGTH = 50
 
-USER_FEATURES = ("user_id", "device_id", "age", "gender", "province")
-HISTORY_FEATURES = ("hist_video_id", "hist_author_id")
-ITEM_FEATURES = ("video_id", "author_id", "category_level_one", "category_level_two", "upload_type")
+# Time features: name -> (the RecFlow timestamp column, its units per second, the part).
+TIME_FEATURES = {
+    "request_weekday": ("request_timestamp", 1000, "weekday"),
+    "request_hour": ("request_timestamp", 1000, "hour"),
+    "request_minute": ("request_timestamp", 1000, "minute"),
+    "upload_weekday": ("upload_timestamp", 1, "weekday"),
+    "upload_hour": ("upload_timestamp", 1, "hour"),
+    "upload_minute": ("upload_timestamp", 1, "minute"),
+}
+USER_FEATURES = ("user_id", "device_id", "age", "gender", "province", "request_weekday", "request_hour",
+                 "request_minute")
+HISTORY_FEATURES = ("hist_video_id", "hist_author_id", "hist_category_level_two", "hist_category_level_one",
+                    "hist_upload_type")
+ITEM_FEATURES = ("video_id", "author_id", "category_level_one", "category_level_two", "upload_type",
+                 "upload_weekday", "upload_hour", "upload_minute")
 LIST_FEATURES = ITEM_FEATURES + ("label", "stage", "rank_index", "mask")
 
 # History feature -> the item feature whose vocabulary (and embedding table) it shares.
-HISTORY_TO_ITEM = {"hist_video_id": "video_id", "hist_author_id": "author_id"}
+HISTORY_TO_ITEM = {"hist_video_id": "video_id", "hist_author_id": "author_id",
+                   "hist_category_level_two": "category_level_two",
+                   "hist_category_level_one": "category_level_one", "hist_upload_type": "upload_type"}
 
 # RecFlow stage samples, ordered from the earliest stage to the last. ``sampled_neg`` are the
 # extra negatives drawn from other requests at evaluation time.
@@ -85,6 +108,28 @@ def _checked_index(value: int, name: str) -> float:
     if value < 0:
         raise ValueError(f"{name} must be >= 0 for a ranked item, got {name}={value}")
     return float(value)
+
+
+def time_parts(timestamp: int, per_second: int = 1) -> dict[str, int]:
+    """``{"weekday", "hour", "minute"}`` of a Unix timestamp, in UTC (weekday: Monday = 0, as
+    Python's ``tm_wday``; the reference code adds 1 to each and reads the host's local time).
+
+    Args:
+      timestamp: time since 1970-01-01 00:00 UTC, in units of 1 / ``per_second`` s.
+      per_second: 1000 for RecFlow's ``request_timestamp`` (ms), 1 for ``upload_timestamp`` (s).
+    """
+    seconds = int(timestamp) // per_second
+    return {"weekday": (seconds // 86400 + 3) % 7, "hour": seconds // 3600 % 24, "minute": seconds // 60 % 60}
+
+
+def time_features(row, prefix: str) -> dict[str, int]:
+    """The ``<prefix>_weekday`` / ``_hour`` / ``_minute`` features of a row holding the
+    timestamp column they come from (``prefix``: ``"request"`` or ``"upload"``)."""
+    out = {}
+    for name, (column, per_second, part) in TIME_FEATURES.items():
+        if name.startswith(prefix + "_"):
+            out[name] = time_parts(row[column], per_second)[part]
+    return out
 
 
 def ground_truth_stages(stages: int) -> tuple[str, ...]:

@@ -103,7 +103,8 @@ def write_fixture(folder: str | Path, day: str = "2024-01-13", requests: int = 3
       ``"stages"`` (``dict[str, set[int]]``: the video ids carrying each of the seven flags),
       ``"rank_index"`` and ``"rerank_index"`` (``dict[int, int]``: video id to position,
       -1 where the video never entered that stage), ``"hist_video_id"`` and
-      ``"hist_author_id"`` (``list[int]``, newest first, valid rows only).
+      ``"hist_author_id"`` (``list[int]``, newest first, valid rows only) and ``"history"``
+      (the same for each of the five item columns a history row records, by column name).
     """
     root = Path(folder)
     rng = np.random.default_rng(seed)
@@ -170,6 +171,8 @@ def write_fixture(folder: str | Path, day: str = "2024-01-13", requests: int = 3
                                      frame["rerank_index"].tolist())),
             "hist_video_id": valid[:, 0].tolist(),
             "hist_author_id": valid[:, 1].tolist(),
+            "history": {name: valid[:, HISTORY_COLUMNS.index(name)].tolist() for name in
+                        ("video_id", "author_id", "category_level_two", "category_level_one", "upload_type")},
         }
 
     all_stage = pd.concat(frames, ignore_index=True)

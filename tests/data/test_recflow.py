@@ -1,5 +1,7 @@
 """Reader: LCRON sample organisation, labels, masks, eval negatives, bad files."""
 
+import datetime
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,7 +105,7 @@ def test_bad_paths_and_files(tmp_path):
 @pytest.mark.parametrize("stages", [2, 3])
 def test_reads_a_real_format_folder_built_from_the_spec(tmp_path, stages):
     """The fixture is written straight from docs/recflow_format.md, not by the simulator."""
-    from recflow_fixture import check_format, write_fixture
+    from recflow_fixture import UPLOAD_EPOCH_S, check_format, write_fixture
 
     truth = write_fixture(tmp_path, requests=3, seed=1)
     assert check_format(tmp_path) == []
@@ -114,7 +116,15 @@ def test_reads_a_real_format_folder_built_from_the_spec(tmp_path, stages):
     gt_flag = "rank_pos" if stages == 2 else "rerank_pos"
     for rid, want in truth.items():
         rec = records[rid]
-        assert {k: int(rec[k]) for k in F.USER_FEATURES} == want["user"]
+        when = datetime.datetime.fromtimestamp(want["request_timestamp"] / 1000, datetime.timezone.utc)
+        assert {k: int(rec[k]) for k in F.USER_FEATURES} == {
+            **want["user"], "request_weekday": when.weekday(), "request_hour": when.hour,
+            "request_minute": when.minute}
+        real = rec["mask"] > 0
+        for vid, weekday, hour, minute in zip(rec["video_id"][real], rec["upload_weekday"][real],
+                                              rec["upload_hour"][real], rec["upload_minute"][real]):
+            upload = datetime.datetime.fromtimestamp(UPLOAD_EPOCH_S - 3_600 * int(vid), datetime.timezone.utc)
+            assert (weekday, hour, minute) == (upload.weekday(), upload.hour, upload.minute)
         gt = rec["stage"] == F.STAGE_CODES[gt_flag]
         assert set(rec["video_id"][gt].tolist()) == want["stages"][gt_flag]
         for name in F.TWO_STAGE_LAYOUT if stages == 2 else F.THREE_STAGE_LAYOUT:
@@ -128,4 +138,7 @@ def test_reads_a_real_format_folder_built_from_the_spec(tmp_path, stages):
         n = len(want["hist_video_id"])
         np.testing.assert_array_equal(rec["hist_video_id"][:n], want["hist_video_id"])
         np.testing.assert_array_equal(rec["hist_author_id"][:n], want["hist_author_id"])
+        for feature, item in F.HISTORY_TO_ITEM.items():
+            np.testing.assert_array_equal(rec[feature][:n], want["history"][item])
+            assert (rec[feature][n:] == -1).all()
         assert (rec["hist_video_id"][n:] == -1).all()

@@ -33,6 +33,7 @@ from tfcascade.layers import (
     LapSumTopK,
     NeuralSortPermutation,
     ResidualQuantizer,
+    SoftmaxTargetAttention,
     SoftSortPermutation,
     TargetAttention,
     TournamentTopK,
@@ -116,7 +117,7 @@ def every_layer_and_loss_is_a_registered_keras_3_layer() -> None:
 
     made = [DFTopK(2), LapSumTopK(2), NeuralSortPermutation(), SoftSortPermutation(),
             TournamentTopK(2), FeatureEmbeddings({f: 3 for f in F.USER_FEATURES + F.ITEM_FEATURES}),
-            TargetAttention(), ResidualQuantizer(), UncertaintyWeighting(["a"])]
+            TargetAttention(), SoftmaxTargetAttention(), ResidualQuantizer(), UncertaintyWeighting(["a"])]
     made += [losses.get(name, stages=2) for name in losses.names()]
     for layer in made:
         assert isinstance(layer, keras_package.layers.Layer), type(layer).__mro__
@@ -225,7 +226,7 @@ def feature_embeddings_layer() -> None:
     model = keras.Model(inputs, [user, keras.layers.Dense(1)(items)])
     data = {f: RNG.integers(0, 11, size=(16,)) for f in F.USER_FEATURES}
     data.update({f: RNG.integers(0, 11, size=(16, 5)) for f in F.ITEM_FEATURES})
-    targets = [np.zeros((16, 20), "float32"), np.zeros((16, 5, 1), "float32")]
+    targets = [np.zeros((16, 4 * len(F.USER_FEATURES)), "float32"), np.zeros((16, 5, 1), "float32")]
     loaded = _fit_save_load(model, data, targets, "feature_embeddings")
     layer = next(x for x in loaded.layers if isinstance(x, FeatureEmbeddings))
     assert layer.vocab_sizes == vocab and len(layer.weights) == len(vocab)
@@ -240,6 +241,17 @@ def target_attention_layer() -> None:
             (RNG.random((16, 7)) < 0.7).astype("float32")]
     loaded = _fit_save_load(model, data, np.zeros((16, 5, 4), "float32"), "target_attention")
     assert len(loaded.layers[-1].weights) == 6
+
+
+@check
+def softmax_target_attention_layer() -> None:
+    targets, history, mask = keras.Input((5, 4)), keras.Input((7, 4)), keras.Input((7,))
+    model = keras.Model([targets, history, mask], SoftmaxTargetAttention(hidden=8)(targets, history, mask))
+    data = [RNG.normal(size=(16, 5, 4)).astype("float32"),
+            RNG.normal(size=(16, 7, 4)).astype("float32"),
+            (RNG.random((16, 7)) < 0.7).astype("float32")]
+    loaded = _fit_save_load(model, data, np.zeros((16, 5, 4), "float32"), "softmax_target_attention")
+    assert [tuple(w.shape) for w in loaded.layers[-1].weights] == [(8, 8), (8,), (8, 1), (1,)]
 
 
 @check

@@ -195,14 +195,16 @@ SPECS = [CascadeSpec.default(2, qs=(8, 5), k=3),
          CascadeSpec(("dssm", "tarq", "din"), ("recall", "coarse", "fine"), (9, 6, 4), 4)]
 
 
+@pytest.mark.parametrize("initialization", ["reference", "keras"])
 @pytest.mark.parametrize("spec", SPECS, ids=["dssm-din", "dssm-tarq-din"])
-def test_from_config_of_get_config_is_the_same_cascade(spec):
+def test_from_config_of_get_config_is_the_same_cascade(spec, initialization):
     model = build_cascade(VOCAB, spec, loss="lcron", embedding_dim=4, loss_options={"temperature": 5.0}, seed=0,
-                          data_fingerprint="abc")
+                          data_fingerprint="abc", initialization=initialization)
     config = model.get_config()
     assert json.loads(json.dumps(config)) == config  # JSON values only
-    assert config == {"vocab_sizes": VOCAB, "embedding_dim": 4, "spec": spec.get_config(), "loss": "lcron",
-                      "loss_options": {"temperature": 5.0}, "data_fingerprint": "abc"}
+    assert config == {"vocab_sizes": VOCAB, "embedding_dim": 4, "initialization": initialization,
+                      "spec": spec.get_config(), "loss": "lcron", "loss_options": {"temperature": 5.0},
+                      "data_fingerprint": "abc"}
     clone = CascadeModel.from_config(json.loads(json.dumps(config)))
     assert clone.spec == spec and clone.get_config() == config
     assert build_cascade(**config).get_config() == config  # what the README promises
@@ -235,7 +237,7 @@ def test_get_config_refuses_cascades_build_cascade_cannot_rebuild():
         CascadeModel([_TiedScores("video_id", 3), _TiedScores("author_id", 2)], loss="bce").get_config()
     with pytest.raises(NotImplementedError, match=r"stage 0 \(DSSM\) has non-default options \{'towers': \[16, 8\]\}"):
         CascadeModel([DSSM(VOCAB, towers=(16, 8)), DIN(VOCAB)], loss="bce").get_config()
-    with pytest.raises(NotImplementedError, match="stage 1 has other vocab_sizes or embedding_dim"):
+    with pytest.raises(NotImplementedError, match="stage 1 has other vocab_sizes, embedding_dim or initialization"):
         CascadeModel([DSSM(VOCAB, 8), DIN(VOCAB, 4)], loss="bce").get_config()
     with pytest.raises(NotImplementedError, match="the loss is a BCELoss object"):
         CascadeModel([DSSM(VOCAB), DIN(VOCAB)], loss=get("bce", stages=2)).get_config()

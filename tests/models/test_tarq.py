@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfcascade._keras import keras
-from tfcascade.features import HISTORY_LENGTH, ITEM_FEATURES, USER_FEATURES
+from tfcascade.features import (
+    HISTORY_FEATURES,
+    HISTORY_LENGTH,
+    HISTORY_TO_ITEM,
+    ITEM_FEATURES,
+    USER_FEATURES,
+)
 from tfcascade.layers.residual_quantizer import (
     ResidualQuantizer,
     codebook_utilisation,
@@ -20,7 +26,9 @@ from tfcascade.models.tarq import TARQ
 from tfcascade.training.callbacks import CodebookMonitor
 
 VOCAB = {"user_id": 20, "device_id": 5, "age": 6, "gender": 3, "province": 7, "video_id": 40,
-         "author_id": 15, "category_level_one": 6, "category_level_two": 9, "upload_type": 4}
+         "author_id": 15, "category_level_one": 6, "category_level_two": 9, "upload_type": 4,
+         "request_weekday": 8, "request_hour": 25, "request_minute": 61, "upload_weekday": 8, "upload_hour": 25,
+         "upload_minute": 61}
 
 
 def make_features(batch=3, n=5, seed=0, empty_history_row=None):
@@ -32,8 +40,8 @@ def make_features(batch=3, n=5, seed=0, empty_history_row=None):
     positions = np.arange(HISTORY_LENGTH)[None, :] < hist_len[:, None]
     if empty_history_row is not None:
         positions[empty_history_row] = False
-    f["hist_video_id"] = tf.constant(np.where(positions, rng.integers(1, 40, (batch, HISTORY_LENGTH)), 0), tf.int64)
-    f["hist_author_id"] = tf.constant(np.where(positions, rng.integers(1, 15, (batch, HISTORY_LENGTH)), 0), tf.int64)
+    for name, item in HISTORY_TO_ITEM.items():
+        f[name] = tf.constant(np.where(positions, rng.integers(1, VOCAB[item], (batch, HISTORY_LENGTH)), 0), tf.int64)
     return f
 
 
@@ -120,8 +128,8 @@ def test_scores_equal_explicit_per_candidate_computation(scorer):
     for b in range(3):
         one = {k: v[b:b + 1] for k, v in features.items()}
         user, _ = model.user_cache(one)
-        hist = np.concatenate([model.embeddings["video_id"](one["hist_video_id"]).numpy(),
-                               model.embeddings["author_id"](one["hist_author_id"]).numpy()], -1)
+        hist = np.concatenate([model.embeddings[HISTORY_TO_ITEM[name]](one[name]).numpy()
+                               for name in HISTORY_FEATURES], -1)
         hist = model.history_tower(hist).numpy()[0]
         valid = one["hist_video_id"].numpy()[0] != 0
         keys, values = model.key(hist).numpy(), model.value(hist).numpy()
@@ -171,7 +179,8 @@ def test_fit_reduces_loss_and_monitor_reports_utilisation():
         videos[b, :2] = hist[b, :2]
         videos[b, 2:] = rng.choice(np.setdiff1d(np.arange(1, 40), hist[b]), 2, replace=False)
     features["hist_video_id"] = tf.constant(hist)
-    features["hist_author_id"] = tf.constant(np.where(hist > 0, 1, 0))
+    for name in HISTORY_FEATURES[1:]:  # the same author, categories and upload type for every entry
+        features[name] = tf.constant(np.where(hist > 0, 1, 0))
     features["video_id"] = tf.constant(videos)
     labels = np.tile(np.array([[1, 1, 0, 0]], np.float32), (64, 1))
     model.compile(optimizer=keras.optimizers.Adam(0.02),

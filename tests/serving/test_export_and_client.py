@@ -1,5 +1,6 @@
 """Serving: signatures equal the in-memory cascade, any N, warmup, atomic versions, client."""
 
+import datetime
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ from tfcascade import features as F
 from tfcascade.data import load_vocabularies, make_dataset
 from tfcascade.serving.client import CascadeClient, ServingError
 from tfcascade.serving.export import publish_version, raw_from_indices, write_saved_model
+from tfcascade.serving.item_table import items_from_csv
 from tfcascade.serving.testing import PredictionServiceDouble, RestDouble
 from tfcascade.training import load_model
 
@@ -125,15 +127,27 @@ def test_recommend_from_an_items_file(exported, tiny_data, tmp_path):
     model, _, _, raw = exported
     vocab = load_vocabularies(str(tiny_data))
     chosen = vocab["video_id"][:15]
-    lines = ["video_id,author_id,category_level_one,category_level_two,upload_type"]
+    uploaded = [1_700_000_000 + 3_671 * i for i in range(len(chosen))]  # seconds, as RecFlow's
+    lines = ["video_id,author_id,category_level_one,category_level_two,upload_type,upload_timestamp"]
     lines += [f"{v},{vocab['author_id'][0]},{vocab['category_level_one'][0]},{vocab['category_level_two'][0]},"
-              f"{vocab['upload_type'][0]}" for v in chosen]
+              f"{vocab['upload_type'][0]},{t}" for v, t in zip(chosen, uploaded)]
     (tmp_path / "items.csv").write_text("\n".join(lines) + "\n")
+    # upload_timestamp stands for the three upload time columns, read in UTC.
+    explicit = [lines[0].replace("upload_timestamp", "upload_weekday,upload_hour,upload_minute")]
+    for line, t in zip(lines[1:], uploaded):
+        when = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+        explicit.append(line.rsplit(",", 1)[0] + f",{when.weekday()},{when.hour},{when.minute}")
+    (tmp_path / "explicit.csv").write_text("\n".join(explicit) + "\n")
+    from_timestamps = items_from_csv(str(tmp_path / "items.csv"), vocab)
+    from_columns = items_from_csv(str(tmp_path / "explicit.csv"), vocab)
+    for name in F.ITEM_FEATURES:
+        np.testing.assert_array_equal(from_timestamps.indices[name], from_columns.indices[name])
+    assert len(set(from_columns.indices["upload_hour"].tolist())) > 1
     path = str(tmp_path / "sm")
     write_saved_model(model, path, str(tiny_data / "vocab"), items=str(tmp_path / "items.csv"), k=3)
     out = tf.saved_model.load(path).signatures["recommend"](**_recommend_inputs(raw))
     assert out["top_k_video_ids"].shape == (4, 3) and set(out["top_k_video_ids"].numpy().ravel()) <= set(chosen)
-    (tmp_path / "bad.csv").write_text(lines[0] + "\n" + "1,2,x,4,5\n")
+    (tmp_path / "bad.csv").write_text(lines[0] + "\n" + "1,2,x,4,5,6\n")
     with pytest.raises(ValueError, match=r"bad.csv line 2: category_level_one='x' is not an integer id"):
         write_saved_model(model, str(tmp_path / "sm2"), str(tiny_data / "vocab"), items=str(tmp_path / "bad.csv"))
     (tmp_path / "dup.csv").write_text("\n".join([lines[0], lines[1], lines[1]]) + "\n")

@@ -230,7 +230,8 @@ class _Tiny(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name=n) for n in F.USER_FEATURES]
                  + [tf.TensorSpec([None, None], tf.int64, name=n) for n in F.HISTORY_FEATURES]
                  + [tf.TensorSpec([None, None], tf.int64, name="exclude_video_id")])
-    def recommend(self, user_id, device_id, age, gender, province, hist_video_id, hist_author_id,
+    def recommend(self, user_id, device_id, age, gender, province, request_weekday, request_hour, request_minute,
+                  hist_video_id, hist_author_id, hist_category_level_two, hist_category_level_one, hist_upload_type,
                   exclude_video_id=tf.zeros([1, 0], tf.int64)):
         hit = (hist_video_id[:, :, None] == exclude_video_id[:, None, :]) & (exclude_video_id[:, None, :] >= 0)
         valid = (hist_video_id >= 0) & ~tf.reduce_any(hit, axis=-1)
@@ -273,8 +274,11 @@ def _post(port: int, path: str, body: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-USERS = {"user_id": [7, 8], "device_id": [1, 1], "age": [2, 3], "gender": [0, 1], "province": [4, 4]}
-HISTORY = {"hist_video_id": [[11, 12, -1], [13, 14, 15]], "hist_author_id": [[1, 1, -1], [2, 2, 2]]}
+USERS = {"user_id": [7, 8], "device_id": [1, 1], "age": [2, 3], "gender": [0, 1], "province": [4, 4],
+         "request_weekday": [5, 6], "request_hour": [20, 3], "request_minute": [15, 59]}
+HISTORY = {"hist_video_id": [[11, 12, -1], [13, 14, 15]], "hist_author_id": [[1, 1, -1], [2, 2, 2]],
+           "hist_category_level_two": [[3, 3, -1], [4, 4, 4]], "hist_category_level_one": [[1, 1, -1], [2, 2, 2]],
+           "hist_upload_type": [[0, 0, -1], [1, 1, 1]]}
 WANT_IDS = np.array([[11, -1, -1], [13, 14, -1]])  # exclude [[12], [15]]
 WANT_SCORES = np.array([[8.1, -np.inf, -np.inf], [9.3, 9.4, -np.inf]], np.float32)
 
@@ -372,7 +376,7 @@ def test_grpc_double_applies_defaults_and_refuses_bad_inputs(grpc_double):
         (lambda: call({k: v for k, v in _recommend_inputs().items() if k != "age"}), "INVALID_ARGUMENT",
          "Signature input alias: age(feed name: recommend_age:0) not found in request and no default value"),
         (lambda: call({**_recommend_inputs(), "bogus": np.array([1])}), "INVALID_ARGUMENT",
-         "input size does not match signature: 9!=8"),
+         f"input size does not match signature: {len(_recommend_inputs()) + 1}!={len(_recommend_inputs())}"),
         (lambda: call({**_recommend_inputs(exclude=None), "bogus": np.array([1])}), "INVALID_ARGUMENT",
          "Inputs contains invalid name"),
         (lambda: call({**_recommend_inputs(), "user_id": np.array([7.0, 8.0])}), "INVALID_ARGUMENT",

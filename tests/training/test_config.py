@@ -22,7 +22,7 @@ def test_defaults_are_the_reference_setup_and_frozen():
 def test_dict_round_trip_is_json_and_temperature_joins_the_loss_options():
     config = TrainConfig(loss="dftopk", loss_options={"temperature": 2.0}, epochs=3, batch_size=64, lr=1e-3, seed=4,
                          steps_per_epoch=7, sampled_negatives=8, negative_draw="slots", backup_every=5,
-                         codebook_reset_every=9)
+                         codebook_reset_every=9, initialization="keras")
     options = json.loads(json.dumps(config.to_dict()))
     assert TrainConfig.from_dict(options) == config
     assert TrainConfig.from_dict({"loss": "lcron", "temperature": 50}).loss_options == {"temperature": 50.0}
@@ -43,6 +43,7 @@ def test_dict_round_trip_is_json_and_temperature_joins_the_loss_options():
     ("sampled_negatives", -1, "sampled_negatives must be an integer >= 0, got sampled_negatives=-1"),
     ("seed", "0", "seed must be an integer, got seed='0'"),
     ("negative_draw", "pool", "negative_draw must be one of ('items', 'slots'), got negative_draw='pool'"),
+    ("initialization", "torch", "initialization must be one of ('reference', 'keras'), got initialization='torch'"),
     ("backup_every", 0, "backup_every must be 'epoch' or an integer > 0, got backup_every=0"),
     ("loss", "bpr", "unknown loss name='bpr'; valid names: bce"),
 ])

@@ -59,7 +59,8 @@ def test_a_rerun_with_other_options_never_resumes_another_run(tiny_data, tmp_pat
     with pytest.raises(RuntimeError, match="preemption"):
         train(str(tiny_data), str(tmp_path), loss="dftopk", callbacks=[_Crash(9)], **kwargs)
     for other, named in ((dict(loss="bce"), "loss: 'dftopk' -> 'bce'"), (dict(loss="dftopk", lr=1e-3), "lr: 0.01 -> 0.001"),
-                         (dict(loss="dftopk", embedding_dim=4), "embedding_dim: 8 -> 4")):
+                         (dict(loss="dftopk", embedding_dim=4), "embedding_dim: 8 -> 4"),
+                         (dict(loss="dftopk", initialization="keras"), "initialization: 'reference' -> 'keras'")):
         with pytest.raises(RunMismatchError, match=f"other options .*{named}.*--restart"):
             train(str(tiny_data), str(tmp_path), **{**kwargs, **other})
     assert (tmp_path / "backup").exists()  # refused runs leave the interrupted one intact

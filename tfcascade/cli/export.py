@@ -16,7 +16,8 @@ def add_parser(subparsers):
                    help="items returned per request (1 ≤ k ≤ the last stage's q; default: the model's k)")
     p.add_argument("--items", default=None,
                    help="CSV of the corpus `recommend` serves (header: video_id, author_id, category_level_one, "
-                        "category_level_two, upload_type; raw ids); default: the training examples' items")
+                        "category_level_two, upload_type and upload_timestamp (s) or upload_weekday, upload_hour, "
+                        "upload_minute; raw ids); default: the training examples' items")
     p.add_argument("--no-recommend", action="store_true", help="export without the `recommend` signature")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="corpus items `recommend` scores at a time (default: ops.brute_force_topk.CHUNK_SIZE)")

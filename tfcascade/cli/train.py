@@ -40,6 +40,9 @@ def add_train_options(p) -> None:
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--temperature", type=float, default=None, help="operator temperature of the loss")
     p.add_argument("--embedding-dim", type=int, default=8)
+    p.add_argument("--initialization", default="reference", choices=("reference", "keras"),
+                   help="how the stage models' weights start: PyTorch's defaults, as the LCRON / DFTopK reference "
+                        "code (default), or Keras' defaults")
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--sampled-negatives", type=int, default=0,
                    help="append this many negatives sampled from the batch's other items to each training list")
@@ -89,7 +92,8 @@ def config_from_args(args, **options) -> TrainConfig:
     with usage_errors():
         return TrainConfig.from_dict({
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "temperature": args.temperature,
-            "embedding_dim": args.embedding_dim, "steps_per_epoch": args.steps_per_epoch,
+            "embedding_dim": args.embedding_dim, "initialization": args.initialization,
+            "steps_per_epoch": args.steps_per_epoch,
             "sampled_negatives": args.sampled_negatives, "negative_draw": args.negative_draw, **options})
 
 

@@ -17,7 +17,6 @@ from tfcascade.data.schema import ITEM_COLUMNS, REQUEST_COLUMNS
 
 RAW_PADDING = -1
 GROUND_TRUTH_SIZE = 10
-ITEM_KEYS = F.ITEM_FEATURES  # video_id, author_id, category_level_one, category_level_two, upload_type
 
 
 class RequestProblem(ValueError):
@@ -61,9 +60,10 @@ def organise_request(rows: Sequence[Mapping], history: Mapping | None, stages: i
 
     Args:
       rows: the request's validated log rows (dicts with the schema's columns).
-      history: ``{"video_id": [...], "author_id": [...]}`` newest first, or None.
+      history: ``{item feature: [...]}`` newest first for every ``features.HISTORY_TO_ITEM``
+        value (``schema.history_items``), or None.
       stages: 2 or 3 — which list layout and graded labels (``features.py``).
-      negatives: a pool of item dicts (``ITEM_KEYS``) from other requests, for evaluation.
+      negatives: a pool of item dicts (:func:`item_of`) from other requests, for evaluation.
       num_negatives: how many sampled negatives to append (label 0, stage ``sampled_neg``).
       seed: mixed into the per-request hash that orders the list and picks the negatives.
 
@@ -98,12 +98,14 @@ def organise_request(rows: Sequence[Mapping], history: Mapping | None, stages: i
     rng = np.random.default_rng(stable_hash(request_id, stages, seed))
     order = rng.permutation(len(chosen) + len(extra))
     items = [chosen[i] if i < len(chosen) else ("sampled_neg", extra[i - len(chosen)]) for i in order]
+    features = [r if name == "sampled_neg" else item_of(r) for name, r in items]
     record = {"request_id": np.int64(request_id)}
+    user = {**first, **F.time_features(first, "request")}
     for key in F.USER_FEATURES:
-        record[key] = np.int64(first[key])
-    for key in ITEM_KEYS:
+        record[key] = np.int64(user[key])
+    for key in F.ITEM_FEATURES:
         col = np.full(n_list, RAW_PADDING, np.int64)
-        col[: len(items)] = [int(r[key]) for _, r in items]
+        col[: len(items)] = [item[key] for item in features]
         record[key] = col
     label = np.full(n_list, F.PADDING_LABEL, np.float32)
     stage = np.full(n_list, F.PADDING_STAGE, np.int64)
@@ -141,7 +143,10 @@ def negative_pool_key(row: Mapping) -> int:
 
 
 def item_of(row: Mapping) -> dict:
-    return {k: int(row[k]) for k in ITEM_KEYS}
+    """An all_stage row's item features (``features.ITEM_FEATURES``, the upload time parts
+    derived from its ``upload_timestamp``)."""
+    derived = F.time_features(row, "upload")
+    return {k: derived[k] if k in derived else int(row[k]) for k in F.ITEM_FEATURES}
 
 
 __all__ = ["organise_request", "RequestProblem", "layout", "negative_pool_key", "item_of",

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from tfcascade.features import HISTORY_TO_ITEM
+
 # column -> numpy kind: "i" integer ids / counts / flags, "f" any finite number.
 REQUEST_COLUMNS = {
     "request_id": "i", "user_id": "i", "request_timestamp": "i", "device_id": "i", "age": "i",
@@ -154,11 +156,12 @@ def history_problem(history: object) -> str | None:
 
 
 def history_items(history: np.ndarray) -> dict[str, list[int]]:
-    """A checked history → ``{"video_id": [...], "author_id": [...]}`` newest first (valid rows only:
-    ``request_timestamp > 0``, as the reference readers mark them)."""
+    """A checked history → ``{item feature: [...]}`` newest first, for the item features the
+    history features name (``features.HISTORY_TO_ITEM``: video, author, both categories and
+    upload type); valid rows only (``request_timestamp > 0``, as the reference readers mark them)."""
     array = np.asarray(history).astype(np.int64)
     valid = array[array[:, HISTORY_COLUMNS.index("request_timestamp")] > 0][::-1]
-    return {name: valid[:, HISTORY_COLUMNS.index(name)].tolist() for name in ("video_id", "author_id")}
+    return {name: valid[:, HISTORY_COLUMNS.index(name)].tolist() for name in HISTORY_TO_ITEM.values()}
 
 
 def request_entry_problem(entry: object) -> str | None:

@@ -7,8 +7,9 @@ from tfcascade.layers.feature_embeddings import FeatureEmbeddings
 from tfcascade.layers.lapsum import LapSumTopK
 from tfcascade.layers.residual_quantizer import ResidualQuantizer
 from tfcascade.layers.soft_permutation import NeuralSortPermutation, SoftSortPermutation
+from tfcascade.layers.softmax_target_attention import SoftmaxTargetAttention
 from tfcascade.layers.target_attention import TargetAttention
 from tfcascade.layers.tournament import TournamentTopK
 
 __all__ = ["DFTopK", "FeatureEmbeddings", "LapSumTopK", "NeuralSortPermutation", "ResidualQuantizer",
-           "SoftSortPermutation", "TargetAttention", "TournamentTopK"]
+           "SoftmaxTargetAttention", "SoftSortPermutation", "TargetAttention", "TournamentTopK"]

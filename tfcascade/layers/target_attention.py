@@ -9,6 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfcascade._keras import build_sublayer, keras, no_output_mask
+from tfcascade.layers.initialization import dense
 
 
 @keras.utils.register_keras_serializable(package="tfcascade")
@@ -17,13 +18,14 @@ class TargetAttention(keras.layers.Layer):
 
     compute_mask = no_output_mask
 
-    def __init__(self, hidden: int = 16, **kwargs):
+    def __init__(self, hidden: int = 16, initialization: str = "reference", **kwargs):
         super().__init__(**kwargs)
         self.hidden = int(hidden)
-        self.q_proj = keras.layers.Dense(self.hidden, name="q")
-        self.h_proj = keras.layers.Dense(self.hidden, use_bias=False, name="h")
-        self.qh_proj = keras.layers.Dense(self.hidden, use_bias=False, name="qh")
-        self.out = keras.layers.Dense(1, name="w")
+        self.initialization = initialization
+        self.q_proj = dense(self.hidden, initialization, name="q")
+        self.h_proj = dense(self.hidden, initialization, use_bias=False, name="h")
+        self.qh_proj = dense(self.hidden, initialization, use_bias=False, name="qh")
+        self.out = dense(1, initialization, name="w")
 
     def build(self, input_shape):
         """Builds the projections from the targets' shape ``[B, n, d]`` (the history has the same
@@ -44,4 +46,4 @@ class TargetAttention(keras.layers.Layer):
         return tf.einsum("bnh,bhd->bnd", self.weights_of(targets, history, mask), history)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "hidden": self.hidden}
+        return {**super().get_config(), "hidden": self.hidden, "initialization": self.initialization}

@@ -30,7 +30,7 @@ from tfcascade.ops.brute_force_topk import CHUNK_SIZE, brute_force_top_k
 from tfcascade.ops.cascade_select import survivor_cascade
 
 # The keys of get_config(); a config.json written before CascadeSpec had these instead of "spec".
-CONFIG_KEYS = ("vocab_sizes", "embedding_dim", "spec", "loss", "loss_options", "data_fingerprint")
+CONFIG_KEYS = ("vocab_sizes", "embedding_dim", "initialization", "spec", "loss", "loss_options", "data_fingerprint")
 LEGACY_SPEC_KEYS = ("stages", "stage_models", "qs", "k")
 
 
@@ -257,13 +257,13 @@ class CascadeModel(tfrs.models.Model):
         (initial weights; restore trained ones with ``tf.train.Checkpoint``).
 
         Returns:
-          ``{"vocab_sizes", "embedding_dim", "spec": CascadeSpec.get_config(), "loss",
-          "loss_options", "data_fingerprint"}``.
+          ``{"vocab_sizes", "embedding_dim", "initialization", "spec": CascadeSpec.get_config(),
+          "loss", "loss_options", "data_fingerprint"}``.
 
         Raises:
           NotImplementedError: the cascade is not one ``build_cascade`` builds: a stage that is
             not a ``StageModel`` or has other than its default options, stages of different
-            vocabularies or embedding widths, or a loss given as an object.
+            vocabularies, embedding widths or initialisations, or a loss given as an object.
         """
         stages = self.stage_models
         for i, stage in enumerate(stages):
@@ -274,14 +274,16 @@ class CascadeModel(tfrs.models.Model):
             if options:
                 raise NotImplementedError(f"stage {i} ({type(stage).__name__}) has non-default options {options}: "
                                           "build_cascade cannot rebuild it from a config")
-            if stage.vocab_sizes != stages[0].vocab_sizes or stage.embedding_dim != stages[0].embedding_dim:
-                raise NotImplementedError(f"stage {i} has other vocab_sizes or embedding_dim than stage 0: "
+            if (stage.vocab_sizes, stage.embedding_dim, stage.initialization) != (
+                    stages[0].vocab_sizes, stages[0].embedding_dim, stages[0].initialization):
+                raise NotImplementedError(f"stage {i} has other vocab_sizes, embedding_dim or initialization than "
+                                          "stage 0: "
                                           "build_cascade cannot rebuild it from a config")
         if self.loss_name is None:
             raise NotImplementedError(f"the loss is a {type(self.cascade_loss).__name__} object, not a name: "
                                       "build_cascade cannot rebuild it from a config")
         return {"vocab_sizes": dict(stages[0].vocab_sizes), "embedding_dim": stages[0].embedding_dim,
-                "spec": self.spec.get_config(), "loss": self.loss_name, "loss_options": dict(self.loss_options),
+                "initialization": stages[0].initialization, "spec": self.spec.get_config(), "loss": self.loss_name, "loss_options": dict(self.loss_options),
                 "data_fingerprint": self.data_fingerprint}
 
     @classmethod
@@ -310,19 +312,20 @@ class CascadeModel(tfrs.models.Model):
 
 
 def _non_default_options(stage: StageModel) -> dict[str, Any]:
-    """The entries of ``stage.get_config()`` beyond vocabularies, width and name that differ
+    """The entries of ``stage.get_config()`` beyond vocabularies, width, initialisation and name that differ
     from the defaults of its class' constructor."""
     defaults = inspect.signature(type(stage).__init__).parameters
     as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731  (tuples and lists compare equal)
     config = {key: as_json(value) for key, value in stage.get_config().items()
-              if key not in ("vocab_sizes", "embedding_dim", "name")}
+              if key not in ("vocab_sizes", "embedding_dim", "initialization", "name")}
     return {key: value for key, value in config.items()
             if key not in defaults or value != as_json(defaults[key].default)}
 
 
 def build_cascade(vocab_sizes: Mapping, spec: CascadeSpec | Mapping | None = None, *, loss="lcron",
                   embedding_dim: int = 8, loss_options: Mapping | None = None, seed: int | None = None,
-                  data_fingerprint: str | None = None, stages: int | None = None) -> CascadeModel:
+                  data_fingerprint: str | None = None, stages: int | None = None,
+                  initialization: str = "reference") -> CascadeModel:
     """Builds a cascade of the stage models ``spec`` names.
 
     ``build_cascade(**model.get_config())`` rebuilds ``model`` (:meth:`CascadeModel.get_config`).
@@ -337,6 +340,8 @@ def build_cascade(vocab_sizes: Mapping, spec: CascadeSpec | Mapping | None = Non
       loss, loss_options, data_fingerprint: see :class:`CascadeModel`.
       embedding_dim: width of every stage's feature embeddings.
       seed: seeds the weight initialisation.
+      initialization: how every stage's weights start: ``"reference"`` (PyTorch's defaults, as
+        the LCRON / DFTopK reference code) or ``"keras"`` (``tfcascade.layers.initialization``).
       stages: shorthand for ``spec=CascadeSpec.default(stages)``.
 
     Raises:
@@ -353,7 +358,7 @@ def build_cascade(vocab_sizes: Mapping, spec: CascadeSpec | Mapping | None = Non
     vocab = dict(vocab_sizes.get("vocab_sizes", vocab_sizes))
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    models = [STAGE_CLASSES[kind](vocab, embedding_dim, name=f"{name}_{kind}")
+    models = [STAGE_CLASSES[kind](vocab, embedding_dim, initialization=initialization, name=f"{name}_{kind}")
               for kind, name in zip(spec.stage_kinds, spec.stage_names)]
     return CascadeModel(models, spec, loss=loss, loss_options=loss_options,
                         data_fingerprint=data_fingerprint or vocab_sizes.get("fingerprint"))

@@ -1,7 +1,8 @@
 """DSSM two-tower retrieval (Huang et al., CIKM 2013), the cascade's first stage.
 
-    u = MLP_user([user features ; mean(history)]),  v_i = MLP_item(item_i features),
-    score_i = ⟨u, v_i⟩,     towers [128, 64, 32] (the LCRON setup, arXiv 2503.09492).
+    u = MLP_user([user features ; request time ; mean(history)]),
+    v_i = MLP_item(item_i features ; upload time),
+    score_i = ⟨u, v_i⟩,     towers [128, 64, 32] (the LCRON setup, arXiv 2503.09492, with its inputs).
 
 The user vector is computed once per request, so scoring N candidates is one matrix product
 (``user_vector`` / ``item_vectors`` expose the towers for serving and ANN retrieval).
@@ -24,10 +25,10 @@ class DSSM(StageModel):
 
     def __init__(self, vocab_sizes, embedding_dim: int = 8, towers: Sequence[int] = (128, 64, 32), **kwargs):
         super().__init__(vocab_sizes, embedding_dim, **kwargs)
-        self.embeddings = FeatureEmbeddings(self.vocab_sizes, self.embedding_dim, name="embeddings")
+        self.embeddings = FeatureEmbeddings(self.vocab_sizes, self.embedding_dim, self.initialization, name="embeddings")
         self.towers = [int(u) for u in towers]
-        self.user_tower = mlp(self.towers, "user_tower")
-        self.item_tower = mlp(self.towers, "item_tower")
+        self.user_tower = mlp(self.towers, "user_tower", self.initialization)
+        self.item_tower = mlp(self.towers, "item_tower", self.initialization)
 
     def user_vector(self, features, training=False) -> tf.Tensor:
         e = self.embeddings

@@ -1,6 +1,9 @@
 """MLP pre-ranker: a point-wise scorer over user, pooled-history and item features.
 
-    score_i = MLP([user ; mean(history) ; item_i]),   hidden [128, 64] → 1.
+    score_i = MLP([user ; mean(history) ; item_i]),   hidden [128, 64, 32] → 1
+
+(the LCRON reference code's pre-ranking MLP, arXiv 2503.09492, with its inputs: user features
+and request time, the history's five fields, the eight item features).
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from tfcascade.models.stage import StageModel
 class MLPPreranker(StageModel):
     kind = "mlp"
 
-    def __init__(self, vocab_sizes, embedding_dim: int = 8, hidden: Sequence[int] = (128, 64), **kwargs):
+    def __init__(self, vocab_sizes, embedding_dim: int = 8, hidden: Sequence[int] = (128, 64, 32), **kwargs):
         super().__init__(vocab_sizes, embedding_dim, **kwargs)
-        self.embeddings = FeatureEmbeddings(self.vocab_sizes, self.embedding_dim, name="embeddings")
+        self.embeddings = FeatureEmbeddings(self.vocab_sizes, self.embedding_dim, self.initialization, name="embeddings")
         self.hidden = [int(u) for u in hidden]
-        self.scorer = mlp(self.hidden + [1], "scorer")
+        self.scorer = mlp(self.hidden + [1], "scorer", self.initialization)
 
     def call(self, features, training=False):
         e = self.embeddings

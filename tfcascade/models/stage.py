@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from tfcascade._keras import keras
+from tfcascade.layers.initialization import check_initialization
 
 
 class StageModel(keras.Model):
@@ -18,14 +19,18 @@ class StageModel(keras.Model):
     Args:
       vocab_sizes: feature → embedding table size.
       embedding_dim: width of every embedding (8 in the reference setup).
+      initialization: how the weights start, ``"reference"`` (PyTorch's defaults, as the
+        reference code) or ``"keras"`` (``tfcascade.layers.initialization``).
     """
 
     kind: ClassVar[str]
 
-    def __init__(self, vocab_sizes: Mapping[str, int], embedding_dim: int = 8, **kwargs):
+    def __init__(self, vocab_sizes: Mapping[str, int], embedding_dim: int = 8, initialization: str = "reference",
+                 **kwargs):
         super().__init__(**kwargs)
         self.vocab_sizes = {feature: int(size) for feature, size in vocab_sizes.items()}
         self.embedding_dim = int(embedding_dim)
+        self.initialization = check_initialization(initialization)
 
     def training_callbacks(self, options: Mapping[str, Any]) -> list[keras.callbacks.Callback]:
         """Keras callbacks this stage needs during ``fit`` (default: none).
@@ -44,7 +49,8 @@ class StageModel(keras.Model):
         return {}
 
     def get_config(self) -> dict:
-        return {"vocab_sizes": dict(self.vocab_sizes), "embedding_dim": self.embedding_dim, "name": self.name}
+        return {"vocab_sizes": dict(self.vocab_sizes), "embedding_dim": self.embedding_dim,
+                "initialization": self.initialization, "name": self.name}
 
     @classmethod
     def from_config(cls, config):

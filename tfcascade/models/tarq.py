@@ -44,6 +44,8 @@ import tensorflow as tf
 
 from tfcascade._keras import keras
 from tfcascade.features import HISTORY_FEATURES, HISTORY_TO_ITEM, ITEM_FEATURES, USER_FEATURES
+from tfcascade.layers.feature_embeddings import mlp
+from tfcascade.layers.initialization import dense, embedding_initializer
 from tfcascade.layers.residual_quantizer import CodebookMonitor, ResidualQuantizer
 from tfcascade.models.stage import StageModel
 
@@ -86,22 +88,21 @@ class TARQ(StageModel):
         self.num_levels, self.codebook_size, self.commitment = int(num_levels), int(codebook_size), float(commitment)
         self.mlp_units = tuple(int(u) for u in mlp_units)
         self.embeddings = {
-            name: keras.layers.Embedding(self.vocab_sizes[name], self.embedding_dim, name=f"{name}_embedding")
+            name: keras.layers.Embedding(self.vocab_sizes[name], self.embedding_dim, name=f"{name}_embedding",
+                                         embeddings_initializer=embedding_initializer(self.initialization))
             for name in USER_FEATURES + ITEM_FEATURES}
-        self.item_tower = keras.layers.Dense(self.dim, name="item_tower")
-        self.history_tower = keras.layers.Dense(self.dim, name="history_tower")
-        self.user_tower = keras.Sequential([keras.layers.Dense(self.dim, activation="relu"),
-                                            keras.layers.Dense(self.dim)], name="user_tower")
-        self.query = keras.layers.Dense(self.dim, use_bias=False, name="query")
-        self.key = keras.layers.Dense(self.dim, use_bias=False, name="key")
-        self.value = keras.layers.Dense(self.dim, use_bias=False, name="value")
+        init = self.initialization
+        self.item_tower = dense(self.dim, init, name="item_tower")
+        self.history_tower = dense(self.dim, init, name="history_tower")
+        self.user_tower = mlp([self.dim, self.dim], "user_tower", init)
+        self.query = dense(self.dim, init, use_bias=False, name="query")
+        self.key = dense(self.dim, init, use_bias=False, name="key")
+        self.value = dense(self.dim, init, use_bias=False, name="value")
         self.quantizer = ResidualQuantizer(self.num_levels, self.codebook_size, self.commitment,
                                            name="quantizer")
         self.quantizer.build(tf.TensorShape([None, self.dim]))  # codebooks exist before any call
         if scorer == "mlp":
-            self.head = keras.Sequential(
-                [keras.layers.Dense(u, activation="relu") for u in self.mlp_units] + [keras.layers.Dense(1)],
-                name="head")
+            self.head = mlp([*self.mlp_units, 1], "head", init)
 
     # -- the three parts, usable separately at serving time -------------------------------
 

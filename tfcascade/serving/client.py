@@ -84,7 +84,7 @@ def build_inputs(user_features: Mapping, history: Mapping, candidates: Mapping) 
 
     Args:
       user_features: each of ``features.USER_FEATURES`` as an int or ``[B]``.
-      history: ``hist_video_id``/``hist_author_id`` ``[H]`` or ``[B, H]`` (pad with −1).
+      history: each of ``features.HISTORY_FEATURES`` ``[H]`` or ``[B, H]`` (pad with −1).
       candidates: each of ``features.ITEM_FEATURES`` ``[N]`` or ``[B, N]`` (pad with −1).
 
     Returns:
@@ -110,7 +110,7 @@ def build_recommend_inputs(user_features: Mapping, history: Mapping, exclude: An
 
     Args:
       user_features: each of ``features.USER_FEATURES`` as an int or ``[B]``.
-      history: ``hist_video_id``/``hist_author_id`` ``[H]`` or ``[B, H]`` (pad with −1).
+      history: each of ``features.HISTORY_FEATURES`` ``[H]`` or ``[B, H]`` (pad with −1).
       exclude: raw video ids never to recommend, ``[E]`` (the same for every request) or
         ``[B, E]`` (pad with −1), or a mapping holding them as ``exclude_video_id``; None
         leaves the input out.

@@ -4,9 +4,12 @@ Signatures (all inputs are RAW ids, int64, −1 = padding; vocabulary lookups ru
 graph from the vocab files shipped as assets; unknown ids map to index 0):
 
 - ``serving_default``: the whole cascade on a candidate list. Inputs: user features ``[B]``
-  (user_id, device_id, age, gender, province), history ``hist_video_id``/``hist_author_id``
-  ``[B, H]``, candidate features ``[B, N]`` (video_id, author_id, category_level_one,
-  category_level_two, upload_type) for any N ≥ 0; a candidate whose ``video_id`` is −1 is
+  (``features.USER_FEATURES``: user_id, device_id, age, gender, province and the request's
+  weekday, hour and minute), history ``[B, H]`` (``features.HISTORY_FEATURES``: video, author,
+  both categories and upload type of each past view), candidate features ``[B, N]``
+  (``features.ITEM_FEATURES``: video_id, author_id, category_level_one, category_level_two,
+  upload_type and the upload's weekday, hour and minute) for any N ≥ 0; the time features
+  are UTC weekday (Monday = 0), hour and minute (``features.time_parts``); a candidate whose ``video_id`` is −1 is
   padding. Retrieval scores the N candidates, each later stage only the survivors of the one
   before (``CascadeModel.select``). Outputs ``top_k_indices`` (positions in the input list),
   ``top_k_video_ids`` (raw ids) and ``top_k_scores`` (last-stage scores), ``[B, K]``, padded
@@ -33,6 +36,7 @@ version as available; an export that cannot build them fails.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shutil
@@ -180,12 +184,15 @@ class CascadeServingModule(tf.Module):
     def _recommend_function(self):
         names = RECOMMEND_INPUTS
 
+        def recommend(*args, **kwargs):
+            return self._recommend(**recommend.__signature__.bind(*args, **kwargs).arguments)
+
         # A Python default on the last argument becomes the SignatureDef's default for it, so a
         # request may leave exclude_video_id out.
-        def recommend(user_id, device_id, age, gender, province, hist_video_id, hist_author_id,
-                      exclude_video_id=tf.zeros([1, 0], tf.int64)):
-            values = (user_id, device_id, age, gender, province, hist_video_id, hist_author_id, exclude_video_id)
-            return self._recommend(**dict(zip(names, values)))
+        parameter = inspect.Parameter
+        recommend.__signature__ = inspect.Signature(
+            [parameter(n, parameter.POSITIONAL_OR_KEYWORD) for n in names[:-1]]
+            + [parameter(names[-1], parameter.POSITIONAL_OR_KEYWORD, default=tf.zeros([1, 0], tf.int64))])
 
         spec = input_signature(names)
         # Handed to tf.saved_model.save as a tf.function (not a concrete function): only then

@@ -64,7 +64,9 @@ def items_from_raw(raw: Mapping[str, Sequence[int]], vocabularies: Mapping[str, 
 
 
 def items_from_csv(path: str, vocabularies: Mapping[str, Sequence[int]]) -> ItemTable:
-    """The item table of a CSV file with a header row naming ``features.ITEM_FEATURES``.
+    """The item table of a CSV file with a header row naming ``features.ITEM_FEATURES``; an
+    ``upload_timestamp`` column (seconds, as RecFlow's) may stand for the three upload time
+    features (``features.time_parts``).
 
     Raises:
       ValueError: naming the file and line of a missing column or a non-integer id.
@@ -74,15 +76,25 @@ def items_from_csv(path: str, vocabularies: Mapping[str, Sequence[int]]) -> Item
     columns = {name: [] for name in F.ITEM_FEATURES}
     with tf.io.gfile.GFile(path) as fh:
         reader = csv.DictReader(fh)
-        missing = [name for name in F.ITEM_FEATURES if name not in (reader.fieldnames or [])]
+        header = reader.fieldnames or []
+        derived = "upload_timestamp" in header
+        read = [name for name in F.ITEM_FEATURES if not (derived and name in F.TIME_FEATURES)]
+        read += ["upload_timestamp"] if derived else []
+        missing = [name for name in read if name not in header]
         if missing:
-            raise ValueError(f"items file {path}: the header lacks {missing} (has {reader.fieldnames})")
+            raise ValueError(f"items file {path}: the header lacks {missing} (has {header}; upload_timestamp "
+                             "may stand for the upload time features)")
         for line, row in enumerate(reader, start=2):
-            for name in F.ITEM_FEATURES:
+            values = {}
+            for name in read:
                 try:
-                    columns[name].append(int(row[name]))
+                    values[name] = int(row[name])
                 except (TypeError, ValueError):
                     raise ValueError(f"items file {path} line {line}: {name}={row[name]!r} is not an integer id") from None
+            if derived:
+                values.update(F.time_features(values, "upload"))
+            for name in F.ITEM_FEATURES:
+                columns[name].append(values[name])
     try:
         return items_from_raw(columns, vocabularies)
     except ValueError as err:

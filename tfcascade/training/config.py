@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tfcascade.data.negatives import DRAWS
+from tfcascade.layers.initialization import INITIALIZATIONS
 from tfcascade.losses import registry
 from tfcascade.models.spec import CascadeSpec
 
@@ -31,6 +32,8 @@ class TrainConfig:
       lr: Adam's learning rate.
       seed: seeds the weights, the shuffling, the sampled negatives and the codebook resets.
       embedding_dim: width of every stage's feature embeddings.
+      initialization: how the stage models' weights start: ``"reference"`` (PyTorch's defaults,
+        as the LCRON / DFTopK reference code) or ``"keras"`` (``tfcascade.layers.initialization``).
       steps_per_epoch: caps each epoch (None: the whole split).
       eval_batch_size: requests per evaluation step.
       sampled_negatives: m > 0 appends m negatives sampled from the batch's other items to
@@ -51,6 +54,7 @@ class TrainConfig:
     lr: float = 1e-2
     seed: int = 0
     embedding_dim: int = 8
+    initialization: str = "reference"
     steps_per_epoch: int | None = None
     eval_batch_size: int = 256
     sampled_negatives: int = 0
@@ -70,7 +74,7 @@ class TrainConfig:
           ValueError: naming the option and its value (lr must be finite and > 0; epochs,
             batch_size, embedding_dim, eval_batch_size, codebook_reset_every and
             steps_per_epoch (when given) integers > 0; sampled_negatives an integer ≥ 0;
-            seed an integer; an unknown loss or negative_draw; backup_every neither
+            seed an integer; an unknown loss, negative_draw or initialization; backup_every neither
             ``"epoch"`` nor an integer > 0).
         """
         if not isinstance(self.loss, str):
@@ -93,6 +97,8 @@ class TrainConfig:
             _refuse("seed", self.seed, "an integer")
         if self.negative_draw not in DRAWS:
             _refuse("negative_draw", self.negative_draw, f"one of {DRAWS}")
+        if self.initialization not in INITIALIZATIONS:
+            _refuse("initialization", self.initialization, f"one of {INITIALIZATIONS}")
         if self.backup_every != "epoch" and not (_is_int(self.backup_every) and self.backup_every > 0):
             _refuse("backup_every", self.backup_every, "'epoch' or an integer > 0")
 

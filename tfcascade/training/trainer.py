@@ -126,7 +126,8 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
     tf.io.gfile.makedirs(out_dir)
     with strategy.scope():
         model = build_cascade(meta, spec, loss=config.loss, embedding_dim=config.embedding_dim,
-                              loss_options=config.loss_options, seed=config.seed)
+                              loss_options=config.loss_options, seed=config.seed,
+                              initialization=config.initialization)
         model.compile(optimizer=keras.optimizers.Adam(config.lr))
     if num_workers(strategy) > 1 and not coordinated:
         # Keras' "auto" sums each logged value over the workers; the metrics are already
