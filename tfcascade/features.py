@@ -117,6 +117,9 @@ def time_parts(timestamp: int, per_second: int = 1) -> dict[str, int]:
     Args:
       timestamp: time since 1970-01-01 00:00 UTC, in units of 1 / ``per_second`` s.
       per_second: 1000 for RecFlow's ``request_timestamp`` (ms), 1 for ``upload_timestamp`` (s).
+
+    Returns:
+      The weekday (0–6), hour (0–23) and minute (0–59), which the preprocessing stores as raw ids.
     """
     seconds = int(timestamp) // per_second
     return {"weekday": (seconds // 86400 + 3) % 7, "hour": seconds // 3600 % 24, "minute": seconds // 60 % 60}

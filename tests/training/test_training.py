@@ -52,6 +52,21 @@ def test_resume_after_interruption(tiny_data, tmp_path):
     assert metrics["train_seconds"] == pytest.approx(run["seconds"], abs=1e-3)
 
 
+def test_data_preprocessed_before_the_time_and_history_features_is_refused(tiny_data, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_data, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    for name in ("request_hour", "upload_minute"):
+        del meta["vocab_sizes"][name]
+    (old / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"has no vocabulary for \['request_hour', 'upload_minute'\]: it was "
+                                         r"preprocessed by an earlier tfcascade.*run `tfcascade preprocess` again"):
+        train(str(old), str(tmp_path / "m"), loss="bce", epochs=1, batch_size=32, verbose=0)
+    assert not (tmp_path / "m" / "run.json").exists()
+
+
 def test_a_rerun_with_other_options_never_resumes_another_run(tiny_data, tmp_path):
     from tfcascade.training.run_state import RunMismatchError
 

@@ -185,7 +185,9 @@ class CascadeServingModule(tf.Module):
         names = RECOMMEND_INPUTS
 
         def recommend(*args, **kwargs):
-            return self._recommend(**recommend.__signature__.bind(*args, **kwargs).arguments)
+            bound = recommend.__signature__.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return self._recommend(**bound.arguments)
 
         # A Python default on the last argument becomes the SignatureDef's default for it, so a
         # request may leave exclude_video_id out.

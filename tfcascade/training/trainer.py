@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from tfcascade import features as F
 from tfcascade._keras import keras
 from tfcascade.data.fingerprint import require_same_data
 from tfcascade.data.tfdata import EmptySplitError, dataset_has_examples, load_metadata, make_dataset
@@ -107,6 +108,10 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
         log.info("%s", describe(strategy))
     out_dir = model_dir if chief else os.path.join(model_dir, f".{task_name(strategy)}-scratch")
     meta = load_metadata(data_dir)
+    missing = [f for f in F.USER_FEATURES + F.ITEM_FEATURES if f not in meta.get("vocab_sizes", {})]
+    if missing:
+        raise ValueError(f"data_dir={data_dir!r} has no vocabulary for {missing}: it was preprocessed by an earlier "
+                         "tfcascade, before these features; run `tfcascade preprocess` again")
     if int(meta.get("stages", spec.num_stages)) != spec.num_stages:
         raise ValueError(f"data_dir={data_dir!r} was preprocessed for stages={meta['stages']}, "
                          f"got stages={spec.num_stages}")
