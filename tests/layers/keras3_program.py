@@ -232,26 +232,25 @@ def feature_embeddings_layer() -> None:
     assert layer.vocab_sizes == vocab and len(layer.weights) == len(vocab)
 
 
-@check
-def target_attention_layer() -> None:
+def _attention_after_fit_save_load(layer, name: str):
+    """``layer`` (targets [B, 5, 4], history [B, 7, 4], mask) through fit, save and reload."""
     targets, history, mask = keras.Input((5, 4)), keras.Input((7, 4)), keras.Input((7,))
-    model = keras.Model([targets, history, mask], TargetAttention(hidden=8)(targets, history, mask))
+    model = keras.Model([targets, history, mask], layer(targets, history, mask))
     data = [RNG.normal(size=(16, 5, 4)).astype("float32"),
             RNG.normal(size=(16, 7, 4)).astype("float32"),
             (RNG.random((16, 7)) < 0.7).astype("float32")]
-    loaded = _fit_save_load(model, data, np.zeros((16, 5, 4), "float32"), "target_attention")
-    assert len(loaded.layers[-1].weights) == 6
+    return _fit_save_load(model, data, np.zeros((16, 5, 4), "float32"), name).layers[-1]
+
+
+@check
+def target_attention_layer() -> None:
+    assert len(_attention_after_fit_save_load(TargetAttention(hidden=8), "target_attention").weights) == 6
 
 
 @check
 def softmax_target_attention_layer() -> None:
-    targets, history, mask = keras.Input((5, 4)), keras.Input((7, 4)), keras.Input((7,))
-    model = keras.Model([targets, history, mask], SoftmaxTargetAttention(hidden=8)(targets, history, mask))
-    data = [RNG.normal(size=(16, 5, 4)).astype("float32"),
-            RNG.normal(size=(16, 7, 4)).astype("float32"),
-            (RNG.random((16, 7)) < 0.7).astype("float32")]
-    loaded = _fit_save_load(model, data, np.zeros((16, 5, 4), "float32"), "softmax_target_attention")
-    assert [tuple(w.shape) for w in loaded.layers[-1].weights] == [(8, 8), (8,), (8, 1), (1,)]
+    loaded = _attention_after_fit_save_load(SoftmaxTargetAttention(hidden=8), "softmax_target_attention")
+    assert [tuple(w.shape) for w in loaded.weights] == [(8, 8), (8,), (8, 1), (1,)]
 
 
 @check
