@@ -56,6 +56,32 @@ def test_three_stage_and_eval_negatives(logs):
     assert all(np.array_equal(rec[k], again[k]) for k in rec)
 
 
+def test_three_stage_segments_are_filled_per_flag_as_the_reference_reader(logs):
+    """Each segment is the first 10 items of the request dict's list for its flag (the LCRON
+    reader, ``dataset3.py``): an item that is both rank_neg and rerank_pos/neg fills a slot in
+    both segments, so every simulated list is full."""
+    import pickle
+
+    day = "2024-01-13"
+    request_dict = pickle.loads((logs / "request_id_dict" / f"{day}.pkl").read_bytes())
+    frame = pd.read_feather(logs / "all_stage" / f"{day}.feather")
+    rerank_index = dict(zip(zip(frame.request_id, frame.video_id), frame.rerank_index))
+    labels = {"rerank_neg": 8.0, "rank_neg": 7.0, "coarse_neg": 6.0, "prerank_neg": 5.0}
+    in_two_segments = 0
+    for rec in read_requests(logs, days=[day], stages=3):
+        rid = int(rec["request_id"])
+        want = []
+        for name, size in F.THREE_STAGE_LAYOUT.items():
+            for video in request_dict[rid][name][:size, 0].tolist():
+                label = 30.0 - rerank_index[rid, video] if name == "rerank_pos" else labels[name]
+                want.append((F.STAGE_CODES[name], video, label))
+        got = list(zip(rec["stage"].tolist(), rec["video_id"].tolist(), rec["label"].tolist()))
+        assert sorted(got) == sorted(want)
+        assert rec["mask"].sum() == 50
+        in_two_segments += len(rec["video_id"]) - len(set(rec["video_id"].tolist()))
+    assert in_two_segments > 0  # the simulated days have such items: the test can fail
+
+
 def _drop(folder, day, frame, index):
     """Removes all_stage rows and their request_id_dict items (both sources agree)."""
     import pickle

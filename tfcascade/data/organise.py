@@ -31,21 +31,12 @@ def layout(stages: int) -> dict[str, int]:
     raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
 
 
-def cascade_stage(row: Mapping, stages: int) -> str | None:
-    """The stage sample a row plays in a ``stages``-stage list: its most advanced flag among
-    the layout's stages (None: not used by it)."""
-    for name in layout(stages):
-        if row[name]:
-            return name
-    return None
-
-
 def _sort_key(name: str, row: Mapping):
     if name == "rerank_pos":
         return (row["rerank_index"], row["video_id"])
-    if name in ("rank_pos", "rerank_neg"):
-        return (row["rank_index"] if row["rank_index"] >= 0 else 10**9, row["video_id"])
-    return (0,)  # negatives keep their logged order (a random sample)
+    if name == "rank_pos":
+        return (row["rank_index"], row["video_id"])
+    return (0,)  # the other segments keep their logged order, as the reference reader takes them
 
 
 def stable_hash(*parts: int) -> int:
@@ -77,11 +68,11 @@ def organise_request(rows: Sequence[Mapping], history: Mapping | None, stages: i
     """
     plan = layout(stages)
     gt_stage = F.ground_truth_stages(stages)[0]
-    by_stage: dict[str, list] = {name: [] for name in plan}
-    for row in rows:
-        name = cascade_stage(row, stages)
-        if name in by_stage:
-            by_stage[name].append(row)
+    # Every segment takes the rows that carry its flag, as the reference readers fill each segment
+    # from the request dict's list for that flag: an item that the ranking stage placed beyond
+    # its top 10 and the re-ranking stage then ordered is both rank_neg and rerank_pos/neg, and
+    # fills a slot in each of the two segments of a three-stage list.
+    by_stage = {name: [row for row in rows if row[name]] for name in plan}
     n_gt = len(by_stage[gt_stage])
     if n_gt < GROUND_TRUTH_SIZE:
         raise RequestProblem(
