@@ -24,6 +24,8 @@ def machine_info() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "memory_gib": _memory_gib(),
+        # Above ~1 per core, other work shared the cores and timings are inflated.
+        "load_average_15min": round(os.getloadavg()[2], 2),
     }
     for name in ("tensorflow", "torch", "numpy", "apache_beam"):
         try:
@@ -135,8 +137,8 @@ def write_results(name: str, payload: dict, markdown: str, out_dir: Path | None 
     md_path = out_dir / f"{name}.md"
     json_path.write_text(json.dumps({"machine": machine, **payload}, indent=2, default=float) + "\n")
     header = (f"Measured {machine['date']} on {machine['cpu_model']} ({machine['cpu_count']} cores, "
-              f"{machine['memory_gib']} GiB), TensorFlow {machine['tensorflow']}, "
-              f"commit {machine['git_commit']}.\n\n")
+              f"{machine['memory_gib']} GiB; 15-minute load average {machine['load_average_15min']}), "
+              f"TensorFlow {machine['tensorflow']}, commit {machine['git_commit']}.\n\n")
     md_path.write_text(header + markdown.rstrip() + "\n")
     return json_path, md_path
 

@@ -588,7 +588,8 @@ def definitions(stages: int, facts: dict) -> list[str]:
         "`time_used` (its whole training script, day loading included) / epochs, its ms / step = "
         "(`time_used` − the days' `init data time`) / steps (data loader and all); tfcascade's "
         "`train_seconds` (the fit, first-step tracing included) / epochs and the median step of its "
-        "step timer. Runs are sequential.")
+        "step timer. One process runs its runs one after another; where other work shared the cores "
+        "(see the machine line), the seconds of both sides are inflated by it.")
     return lines
 
 
