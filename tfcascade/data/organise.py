@@ -31,12 +31,14 @@ def layout(stages: int) -> dict[str, int]:
     raise ValueError(f"stages must be 2 or 3, got stages={stages!r}")
 
 
+# The ground-truth segments take their best-placed items; the others keep their logged order,
+# as the reference reader takes them.
+_ORDERED_BY = {"rank_pos": "rank_index", "rerank_pos": "rerank_index"}
+
+
 def _sort_key(name: str, row: Mapping):
-    if name == "rerank_pos":
-        return (row["rerank_index"], row["video_id"])
-    if name == "rank_pos":
-        return (row["rank_index"], row["video_id"])
-    return (0,)  # the other segments keep their logged order, as the reference reader takes them
+    index = _ORDERED_BY.get(name)
+    return (row[index], row["video_id"]) if index else (0,)
 
 
 def stable_hash(*parts: int) -> int:

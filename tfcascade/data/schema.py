@@ -58,10 +58,10 @@ HISTORY_LENGTH = 50
 ID_COUNT_KEYS = ("user_id", "device_id", "age", "gender", "province", "video_id", "photo_id",
                  "author_id", "category_level_one", "category_level_two", "upload_type")
 
-# The most advanced stage first: a row's stage is its first flag set in this order.
 # Flags whose graded label needs a stage position (``features.graded_label``).
 POSITIONED_FLAGS = (("rank_pos", "rank_index"), ("rerank_neg", "rank_index"), ("rerank_pos", "rank_index"),
                     ("rerank_pos", "rerank_index"))
+# The most advanced stage first: of two rows for one (request, video), the more advanced is kept.
 FLAG_ORDER = ("rerank_pos", "rerank_neg", "rank_pos", "rank_neg", "coarse_neg", "prerank_neg")
 _INT64_LIMIT = 2.0**63
 
