@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from bench.common import RESULTS_DIR, markdown_table, time_call, write_results
 from tfcascade.losses import get, names
+from tfcascade.training import TrainConfig
 from tfcascade.training.compare import compare, markdown
 
 PAPER_2STAGE = {"bce": 0.8539, "icc": 0.8132, "rankflow": 0.8647, "fs_ranknet": 0.7881, "fs_lambdaloss": 0.8666,
@@ -216,7 +217,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     neg = args.sampled_negatives
     payload: dict = {"preset": preset, "seeds": seeds, "epochs": args.epochs, "batch_size": args.batch_size,
-                     "sampled_negatives": neg, "negative_draw": args.negative_draw}
+                     "sampled_negatives": neg, "negative_draw": args.negative_draw,
+                     "adam_epsilon": TrainConfig().adam_epsilon}
     draw = f"_{args.negative_draw}" if neg and args.negative_draw != "items" else ""
     suffix = ("_quick" if args.quick else "") + (f"_neg{neg}{draw}" if neg else "")
     parts = []

@@ -78,6 +78,7 @@ REQUEST_COLUMNS = ["request_id", "user_id", "request_timestamp", "device_id", "a
 SEED_TAG = 30
 SEED_ENV = "TFCASCADE_PARITY_TORCH_SEED"
 EMBEDDING_DIM = 8
+ADAM_EPSILON = 1e-8  # torch.optim.Adam's default, which the reference code trains with
 K = 10
 QS = {2: (30, 20), 3: (40, 30, 20)}
 # Per depth, earliest stage first: (our name, the reference's stage name in its TEST log, q).
@@ -424,7 +425,7 @@ def run_tfcascade(data: Path, run_dir: Path, loss: str, stages: int, seed: int, 
                   args) -> dict:
     cache = run_dir / "parity.json"
     settings = {"loss": loss, "seed": seed, "batch_size": args.batch_size, "lr": args.lr, "epochs": args.epochs,
-                "temperature": tau, "steps_per_epoch": steps,
+                "temperature": tau, "steps_per_epoch": steps, "adam_epsilon": ADAM_EPSILON,
                 "sampled_protocol": "slots" if loss in DFTOPK_LOSSES else "distinct items"}
     if cache.exists() and (done := json.loads(cache.read_text())).get("settings") == settings:
         if not LOGGED_KEYS <= set(done):  # recorded before a metric was added: evaluate again
@@ -433,7 +434,7 @@ def run_tfcascade(data: Path, run_dir: Path, loss: str, stages: int, seed: int, 
         return done
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = ["train", "--data", data, "--stages", stages, "--loss", loss, "--batch-size", args.batch_size,
-           "--lr", f"{args.lr:g}", "--embedding-dim", EMBEDDING_DIM, "--epochs", args.epochs, "--seed", seed,
+           "--lr", f"{args.lr:g}", "--adam-epsilon", f"{ADAM_EPSILON:g}", "--embedding-dim", EMBEDDING_DIM, "--epochs", args.epochs, "--seed", seed,
            "--steps-per-epoch", steps, "--model-dir", run_dir]
     if tau is not None:
         cmd += ["--temperature", f"{tau:g}"]
@@ -581,9 +582,11 @@ def definitions(stages: int, facts: dict) -> list[str]:
                      "160 of the other requests' logged slots of each test batch of the training batch size, without "
                      "replacement, the last partial batch dropped).")
     lines.append(
-        "- Training: same batch size, learning rate, embedding size, temperature and number of Adam steps. "
+        "- Training: same batch size, learning rate, Adam ε (1e-8, PyTorch's default), embedding size, "
+        "temperature and number of Adam steps. "
         "The reference shuffles within each day, visits the days in date order and drops each day's last "
-        "partial batch; tfcascade draws its batches from one shuffle of all training requests "
+        "partial batch; tfcascade reads its training file (one shard, written in date order) through "
+        "a shuffle buffer of 8 batches, so it too visits the days in date order, shuffled locally "
         "(`--steps-per-epoch` = the reference's step count). Seconds per epoch: the reference's "
         "`time_used` (its whole training script, day loading included) / epochs, its ms / step = "
         "(`time_used` − the days' `init data time`) / steps (data loader and all); tfcascade's "

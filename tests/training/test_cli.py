@@ -50,6 +50,8 @@ def test_cli_errors_are_one_line_with_exit_codes(tiny_data, tmp_path, capsys):
         (["train", "--data", str(tiny_data), "--lr", "-1", "--model-dir", str(tmp_path / "m")], 2,
          "tfcascade train: error: --lr: lr must be a finite number > 0, got lr=-1.0"),
         (["train", "--data", str(tiny_data), "--lr", "nan", "--model-dir", str(tmp_path / "m")], 2, "got lr=nan"),
+        (["train", "--data", str(tiny_data), "--adam-epsilon", "0", "--model-dir", str(tmp_path / "m")], 2,
+         "tfcascade train: error: --adam-epsilon: adam_epsilon must be a finite number > 0, got adam_epsilon=0.0"),
         (["train", "--data", str(tiny_data), "--epochs", "0", "--model-dir", str(tmp_path / "m")], 2,
          "--epochs: epochs must be an integer > 0"),
         (["train", "--data", str(tiny_data), "--qs", "20,30", "--model-dir", str(tmp_path / "m")], 2,

@@ -14,6 +14,7 @@ from tfcascade.training.run_state import run_identity
 def test_defaults_are_the_reference_setup_and_frozen():
     config = TrainConfig()
     assert (config.loss, config.epochs, config.batch_size, config.lr, config.seed) == ("lcron", 1, 1024, 1e-2, 0)
+    assert config.adam_epsilon == 1e-8  # PyTorch's, as the reference code trains with
     assert config.loss_options == {} and config.steps_per_epoch is None and config.backup_every == "epoch"
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0
@@ -22,7 +23,7 @@ def test_defaults_are_the_reference_setup_and_frozen():
 def test_dict_round_trip_is_json_and_temperature_joins_the_loss_options():
     config = TrainConfig(loss="dftopk", loss_options={"temperature": 2.0}, epochs=3, batch_size=64, lr=1e-3, seed=4,
                          steps_per_epoch=7, sampled_negatives=8, negative_draw="slots", backup_every=5,
-                         codebook_reset_every=9, initialization="keras")
+                         codebook_reset_every=9, initialization="keras", adam_epsilon=1e-7)
     options = json.loads(json.dumps(config.to_dict()))
     assert TrainConfig.from_dict(options) == config
     assert TrainConfig.from_dict({"loss": "lcron", "temperature": 50}).loss_options == {"temperature": 50.0}
@@ -36,6 +37,8 @@ def test_dict_round_trip_is_json_and_temperature_joins_the_loss_options():
 @pytest.mark.parametrize("field, value, message", [
     ("lr", -1.0, "lr must be a finite number > 0, got lr=-1.0"), ("lr", float("nan"), "got lr=nan"),
     ("lr", "fast", "got lr='fast'"), ("lr", True, "got lr=True"),
+    ("adam_epsilon", 0.0, "adam_epsilon must be a finite number > 0, got adam_epsilon=0.0"),
+    ("adam_epsilon", float("inf"), "got adam_epsilon=inf"),
     ("epochs", 0, "epochs must be an integer > 0, got epochs=0"), ("epochs", 1.5, "got epochs=1.5"),
     ("batch_size", -8, "batch_size=-8"), ("embedding_dim", 0, "embedding_dim=0"),
     ("eval_batch_size", 0, "eval_batch_size=0"), ("steps_per_epoch", 0, "steps_per_epoch=0"),

@@ -75,13 +75,27 @@ def test_a_rerun_with_other_options_never_resumes_another_run(tiny_data, tmp_pat
         train(str(tiny_data), str(tmp_path), loss="dftopk", callbacks=[_Crash(9)], **kwargs)
     for other, named in ((dict(loss="bce"), "loss: 'dftopk' -> 'bce'"), (dict(loss="dftopk", lr=1e-3), "lr: 0.01 -> 0.001"),
                          (dict(loss="dftopk", embedding_dim=4), "embedding_dim: 8 -> 4"),
-                         (dict(loss="dftopk", initialization="keras"), "initialization: 'reference' -> 'keras'")):
+                         (dict(loss="dftopk", initialization="keras"), "initialization: 'reference' -> 'keras'"),
+                         (dict(loss="dftopk", adam_epsilon=1e-7), "adam_epsilon: 1e-08 -> 1e-07")):
         with pytest.raises(RunMismatchError, match=f"other options .*{named}.*--restart"):
             train(str(tiny_data), str(tmp_path), **{**kwargs, **other})
     assert (tmp_path / "backup").exists()  # refused runs leave the interrupted one intact
     counter = _Crash(10**9)
     metrics = train(str(tiny_data), str(tmp_path), loss="bce", restart=True, callbacks=[counter], **kwargs)
     assert counter.seen == 14 and metrics["steps"] == 14 and metrics["loss"] == "bce" and not metrics["resumed"]
+
+
+def test_adam_trains_with_the_configured_epsilon(tiny_data, tmp_path):
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(float(self.model.optimizer.epsilon))
+
+    for i, options in enumerate(({}, {"adam_epsilon": 1e-7})):
+        train(str(tiny_data), str(tmp_path / str(i)), loss="bce", epochs=1, batch_size=32, steps_per_epoch=1,
+              verbose=0, callbacks=[Probe()], **options)
+    assert seen == [1e-8, 1e-7]
 
 
 def test_a_kill_during_the_final_save_keeps_the_run(tiny_data, tmp_path, monkeypatch):
@@ -206,16 +220,20 @@ def test_compare_resumes_finished_runs_and_refuses_foreign_ones(tiny_data, tmp_p
     # A metrics.json of an older version records fewer settings: the others had their defaults.
     metrics.write_text(json.dumps({"loss": "bce", "stages": 2, "seed": 0, "epochs": 1, "joint_recall": 0.25,
                                    "stage_models": ["dssm", "din"]}))
-    assert compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, verbose=0)["bce"]["joint_recall"][
-        "runs"] == [0.25]
+    # Before adam_epsilon existed Adam ran with Keras' 1e-7: such a run is not one with today's default.
+    with pytest.raises(ValueError, match=r"adam_epsilon=1e-07 \(expected 1e-08\)"):
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, verbose=0)
+    assert compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, adam_epsilon=1e-7, verbose=0)["bce"][
+        "joint_recall"]["runs"] == [0.25]
     assert calls[-1] == ("bce", 0) and len(calls) == 2  # read, not trained
+    old = dict(adam_epsilon=1e-7, verbose=0)
     with pytest.raises(ValueError, match="epochs=1 .expected 2"):
-        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, epochs=2, verbose=0)
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, epochs=2, **old)
     with pytest.raises(ValueError, match="sampled_negatives=0 .expected 16"):
-        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, sampled_negatives=16, verbose=0)
+        compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1, sampled_negatives=16, **old)
     with pytest.raises(ValueError, match=r"stage_kinds=\['dssm', 'din'\] \(expected \['dssm', 'mlp'\]\)"):
         compare(str(tiny_data), str(tmp_path), losses=["bce"], seeds=1,
-                spec=CascadeSpec.default(2, stage_kinds=("dssm", "mlp")), verbose=0)
+                spec=CascadeSpec.default(2, stage_kinds=("dssm", "mlp")), **old)
 
 
 def test_train_with_a_tarq_stage_monitors_codebooks_and_reloads(tiny_data, tiny_tarq_model_dir, tmp_path):

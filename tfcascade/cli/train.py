@@ -38,6 +38,8 @@ def add_train_options(p) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--adam-epsilon", type=float, default=1e-8,
+                   help="Adam's epsilon (default 1e-8: PyTorch's, as the reference code; Keras' is 1e-7)")
     p.add_argument("--temperature", type=float, default=None, help="operator temperature of the loss")
     p.add_argument("--embedding-dim", type=int, default=8)
     p.add_argument("--initialization", default="reference", choices=("reference", "keras"),
@@ -91,7 +93,8 @@ def config_from_args(args, **options) -> TrainConfig:
 
     with usage_errors():
         return TrainConfig.from_dict({
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "temperature": args.temperature,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "adam_epsilon": args.adam_epsilon, "temperature": args.temperature,
             "embedding_dim": args.embedding_dim, "initialization": args.initialization,
             "steps_per_epoch": args.steps_per_epoch,
             "sampled_negatives": args.sampled_negatives, "negative_draw": args.negative_draw, **options})

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from tfcascade.losses import registry
 from tfcascade.models.spec import CascadeSpec
-from tfcascade.training.config import TrainConfig, resolve
+from tfcascade.training.config import RECORDED_BEFORE_OPTION, TrainConfig, resolve
 from tfcascade.training.run_state import run_identity
 from tfcascade.training.trainer import METRICS_FILE, train
 
@@ -44,14 +44,16 @@ def finished_run(model_dir: str, **settings) -> dict | None:
     ``metrics.json``: the ``TrainConfig`` options, the ``CascadeSpec`` fields, ``stages``); a run
     with other settings is an error. A setting a metrics.json of an older version lacks is
     taken to have had its default (the spec's by its ``stages``; ``stage_kinds`` were
-    ``stage_models``).
+    ``stage_models``), or what runs before that option were trained with
+    (``config.RECORDED_BEFORE_OPTION``: Keras' Adam ε).
     """
     path = os.path.join(model_dir, METRICS_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as fh:
         metrics = json.load(fh)
-    defaults = {**TrainConfig().to_dict(), **CascadeSpec.default(int(metrics.get("stages", 2))).get_config()}
+    defaults = {**TrainConfig().to_dict(), **RECORDED_BEFORE_OPTION,
+                **CascadeSpec.default(int(metrics.get("stages", 2))).get_config()}
     if "stage_models" in metrics:
         defaults["stage_kinds"] = metrics["stage_models"]
     recorded = {key: metrics.get(key, defaults.get(key)) for key in settings}

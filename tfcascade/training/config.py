@@ -18,6 +18,10 @@ from tfcascade.layers.initialization import INITIALIZATIONS
 from tfcascade.losses import registry
 from tfcascade.models.spec import CascadeSpec
 
+# What a run recorded before an option existed was trained with, where that is not the option's
+# default today: before ``adam_epsilon``, Adam ran with Keras' ε.
+RECORDED_BEFORE_OPTION = {"adam_epsilon": 1e-7}
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -30,6 +34,11 @@ class TrainConfig:
       epochs: passes over the train split.
       batch_size: requests per step (the global batch under a multi-worker strategy).
       lr: Adam's learning rate.
+      adam_epsilon: Adam's ε. Default 1e-8, PyTorch's, which the LCRON / DFTopK reference code
+        trains with (Keras' default is 1e-7). Keras adds ε to √v before the bias correction,
+        PyTorch after it, so Keras' ε acts as ε / √(1 − β₂ᵗ) of PyTorch's: ×31 at step 1, ×2.2
+        at step 217, ×1.3 at step 1000. On a cascade whose embeddings see a row every few dozen
+        steps, ε 1e-7 rather than 1e-8 cost every stage about 0.01 recall (``docs/cascade.md``).
       seed: seeds the weights, the shuffling, the sampled negatives and the codebook resets.
       embedding_dim: width of every stage's feature embeddings.
       initialization: how the stage models' weights start: ``"reference"`` (PyTorch's defaults,
@@ -52,6 +61,7 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 1024
     lr: float = 1e-2
+    adam_epsilon: float = 1e-8
     seed: int = 0
     embedding_dim: int = 8
     initialization: str = "reference"
@@ -80,12 +90,9 @@ class TrainConfig:
         if not isinstance(self.loss, str):
             _refuse("loss", self.loss, "a loss name")
         registry.loss_class(self.loss)  # raises, listing the names
-        try:
-            lr_ok = not isinstance(self.lr, bool) and math.isfinite(float(self.lr)) and float(self.lr) > 0
-        except (TypeError, ValueError):
-            lr_ok = False
-        if not lr_ok:
-            raise ValueError(f"lr must be a finite number > 0, got lr={self.lr!r}")
+        for name in ("lr", "adam_epsilon"):
+            if not _is_positive_number(getattr(self, name)):
+                _refuse(name, getattr(self, name), "a finite number > 0")
         for name in ("epochs", "batch_size", "embedding_dim", "eval_batch_size", "steps_per_epoch",
                      "codebook_reset_every"):
             value = getattr(self, name)
@@ -154,6 +161,13 @@ def resolve(config: TrainConfig | None = None, spec: CascadeSpec | None = None,
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_number(value) -> bool:
+    try:
+        return not isinstance(value, bool) and math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _refuse(name: str, value, what: str):

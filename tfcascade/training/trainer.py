@@ -133,7 +133,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig | None = None, spec
         model = build_cascade(meta, spec, loss=config.loss, embedding_dim=config.embedding_dim,
                               loss_options=config.loss_options, seed=config.seed,
                               initialization=config.initialization)
-        model.compile(optimizer=keras.optimizers.Adam(config.lr))
+        model.compile(optimizer=keras.optimizers.Adam(config.lr, epsilon=config.adam_epsilon))
     if num_workers(strategy) > 1 and not coordinated:
         # Keras' "auto" sums each logged value over the workers; the metrics are already
         # aggregated over the cluster (their state is summed on read), so a sum would report
