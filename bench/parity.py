@@ -78,6 +78,7 @@ REQUEST_COLUMNS = ["request_id", "user_id", "request_timestamp", "device_id", "a
 SEED_TAG = 30
 SEED_ENV = "TFCASCADE_PARITY_TORCH_SEED"
 EMBEDDING_DIM = 8
+TOLERANCE_FLOOR = 0.01  # the parity goal: within max(0.01, 2 std) of the official code
 ADAM_EPSILON = 1e-8  # torch.optim.Adam's default, which the reference code trains with
 K = 10
 QS = {2: (30, 20), 3: (40, 30, 20)}
@@ -500,22 +501,52 @@ def plot(rows: dict, stages: int, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def agreement(ref: dict, ours: dict) -> dict:
+    """tfcascade − code on the joint recall, the goal's tolerance max(0.01, 2 × the larger std)
+    and whether the gap lies within it."""
+    if ours["joint"]["mean"] is None or ref["joint"]["mean"] is None:
+        return {"gap": None, "tolerance": None, "within": None}
+    gap = ours["joint"]["mean"] - ref["joint"]["mean"]
+    tolerance = max(TOLERANCE_FLOOR, 2 * max(ref["joint"]["std"], ours["joint"]["std"]))
+    return {"gap": gap, "tolerance": tolerance, "within": abs(gap) <= tolerance}
+
+
+def goal_lines(rows: dict) -> list[str]:
+    """The parity goal, checked: the losses within tolerance, and LCRON / DFTopK against BCE on
+    the logged items on each side."""
+    within = [name for name, row in rows.items() if row["agreement"]["within"]]
+    outside = [f"{name} ({row['agreement']['gap']:+.4f}, tolerance {row['agreement']['tolerance']:.4f})"
+               for name, row in rows.items() if row["agreement"]["within"] is False]
+    lines = [f"- Within max({TOLERANCE_FLOOR:g}, 2 × the larger std) of the official code: {len(within)} of "
+             f"{len(rows)} losses" + (f"; outside: {', '.join(outside)}." if outside else ".")]
+    if "bce" in rows:
+        for name in ("lcron", "dftopk"):
+            if name in rows:
+                ours = rows[name]["tfcascade_logged"]["joint"]["mean"] - rows["bce"]["tfcascade_logged"]["joint"]["mean"]
+                ref = (rows[name]["reference"]["joint"]["mean"] - rows["bce"]["reference"]["joint"]["mean"]
+                       if rows[name]["metric"] == "logged" else None)
+                lines.append(f"- {name} − bce on the logged items: tfcascade {ours:+.4f}"
+                             + (f", official code {ref:+.4f}." if ref is not None else
+                                " (the DFTopK code reports only its +160-negatives protocol)."))
+    return lines
+
+
 def quality_table(rows: dict, stages: int) -> str:
     stage_cols = [(key, f"{key} R@{K}@{q}") for key, _, q in STAGES[stages]]
     headers = ["loss", "τ", "runs (code / tfcascade)", f"official code: joint R@{K}@{QS[stages][-1]}",
-               "tfcascade", "tfcascade − code"]
+               "tfcascade", "tfcascade − code", "tolerance", "within"]
     for _, title in stage_cols:
         headers += [f"code: {title}", "tfcascade"]
     headers.append("tfcascade, +160 sampled negatives")
     body = []
     for name, row in rows.items():
-        ref, ours = row["reference"], row["tfcascade"]
-        gap = (ours["joint"]["mean"] - ref["joint"]["mean"]
-               if ours["joint"]["mean"] is not None and ref["joint"]["mean"] is not None else None)
+        ref, ours, agreed = row["reference"], row["tfcascade"], row["agreement"]
         cells = [name + (" (+160 neg.)" if row["metric"] == "sampled" else ""),
                  "—" if row["temperature"] is None else f"{row['temperature']:g}",
                  f"{ref['n']} / {ours['n']}", fmt(ref["joint"]), fmt(ours["joint"]),
-                 "—" if gap is None else f"{gap:+.4f}"]
+                 "—" if agreed["gap"] is None else f"{agreed['gap']:+.4f}",
+                 "—" if agreed["tolerance"] is None else f"{agreed['tolerance']:.4f}",
+                 {True: "yes", False: "**no**", None: "—"}[agreed["within"]]]
         for key, _ in stage_cols:
             cells += [fmt(ref[key]), fmt(ours[key])]
         cells.append(fmt(row["tfcascade_sampled"]["joint"]))
@@ -709,6 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "tfcascade_logged": summarise(our_runs, stages),
                           "tfcascade_sampled": summarise(our_runs, stages, sampled=True),
                           "runs": runs[name]}
+            rows[name]["agreement"] = agreement(rows[name]["reference"], rows[name]["tfcascade"])
         png = f"{result_name}_{stages}stage.png"
         n_runs = len(args.data_seeds) * args.train_seeds
         title = (f"{stages} stages, {args.preset} preset, {len(args.data_seeds)} data seed(s) × "
@@ -736,6 +768,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"### Joint Recall@{K}@{QS[stages][-1]} on the logged items",
             "",
             quality_table(rows, stages),
+            "",
+            *goal_lines(rows),
             "",
             f"![joint recall, {stages} stages]({png})",
             "",

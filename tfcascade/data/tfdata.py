@@ -92,7 +92,8 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
         or a list of files.
       split: ``train`` or ``eval`` when ``source`` is a folder.
       batch_size: requests per batch.
-      shuffle: shuffle files and records (seeded by ``seed``).
+      shuffle: shuffle the files, then the records through a buffer of 8 batches (seeded by
+        ``seed``): records are not mixed across a whole shard.
       num_epochs: passes over the data (None = forever).
       sampled_negatives: m > 0 appends m in-batch negatives to every list
         (``negatives.append_sampled_negatives``, seeded by ``seed`` and the batch number).
