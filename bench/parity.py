@@ -435,8 +435,8 @@ def run_tfcascade(data: Path, run_dir: Path, loss: str, stages: int, seed: int, 
         return done
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = ["train", "--data", data, "--stages", stages, "--loss", loss, "--batch-size", args.batch_size,
-           "--lr", f"{args.lr:g}", "--adam-epsilon", f"{ADAM_EPSILON:g}", "--embedding-dim", EMBEDDING_DIM, "--epochs", args.epochs, "--seed", seed,
-           "--steps-per-epoch", steps, "--model-dir", run_dir]
+           "--lr", f"{args.lr:g}", "--adam-epsilon", f"{ADAM_EPSILON:g}", "--embedding-dim", EMBEDDING_DIM,
+           "--epochs", args.epochs, "--seed", seed, "--steps-per-epoch", steps, "--model-dir", run_dir]
     if tau is not None:
         cmd += ["--temperature", f"{tau:g}"]
     print(f"  tfcascade: {loss} seed {seed}", flush=True)
@@ -569,6 +569,8 @@ def cost_table(rows: dict) -> str:
 def definitions(stages: int, facts: dict) -> list[str]:
     """The metric and training definitions; ``facts``: ``full_lists`` / ``gt_tie_free`` (shares
     of test requests, from the tfcascade runs) and ``dftopk`` (a DFTopK row is shown)."""
+    from tfcascade.data.tfdata import SHUFFLE_BATCHES
+
     qs = QS[stages]
     chain = " → ".join(str(q) for q in qs)
     stage_list = ", ".join(f"{key} Recall@{K}@{q} (`{ref_name}` in the reference's log)"
@@ -613,11 +615,11 @@ def definitions(stages: int, facts: dict) -> list[str]:
                      "160 of the other requests' logged slots of each test batch of the training batch size, without "
                      "replacement, the last partial batch dropped).")
     lines.append(
-        "- Training: same batch size, learning rate, Adam ε (1e-8, PyTorch's default), embedding size, "
-        "temperature and number of Adam steps. "
+        f"- Training: same batch size, learning rate, Adam ε ({ADAM_EPSILON:g}, PyTorch's default), embedding "
+        "size, temperature and number of Adam steps. "
         "The reference shuffles within each day, visits the days in date order and drops each day's last "
         "partial batch; tfcascade reads its training file (one shard, written in date order) through "
-        "a shuffle buffer of 8 batches, so it too visits the days in date order, shuffled locally "
+        f"a shuffle buffer of {SHUFFLE_BATCHES} batches, so it too visits the days in date order, shuffled locally "
         "(`--steps-per-epoch` = the reference's step count). Seconds per epoch: the reference's "
         "`time_used` (its whole training script, day loading included) / epochs, its ms / step = "
         "(`time_used` − the days' `init data time`) / steps (data loader and all); tfcascade's "

@@ -12,6 +12,9 @@ import tensorflow as tf
 from tfcascade.data.examples import feature_spec, index_record, to_example
 from tfcascade.data.negatives import DRAWS, append_sampled_negatives
 
+# Records are shuffled through a buffer of this many batches, not across a whole shard.
+SHUFFLE_BATCHES = 8
+
 
 def load_metadata(out_dir: str) -> dict:
     """``OUT/metadata.json`` written by the preprocessing pipeline."""
@@ -92,8 +95,8 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
         or a list of files.
       split: ``train`` or ``eval`` when ``source`` is a folder.
       batch_size: requests per batch.
-      shuffle: shuffle the files, then the records through a buffer of 8 batches (seeded by
-        ``seed``): records are not mixed across a whole shard.
+      shuffle: shuffle the files, then the records through a buffer of ``SHUFFLE_BATCHES``
+        batches (seeded by ``seed``): records are not mixed across a whole shard.
       num_epochs: passes over the data (None = forever).
       sampled_negatives: m > 0 appends m in-batch negatives to every list
         (``negatives.append_sampled_negatives``, seeded by ``seed`` and the batch number).
@@ -116,7 +119,7 @@ def make_dataset(source: str | Sequence[str], split: str = "train", batch_size: 
                        cycle_length=min(4, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
                        deterministic=not shuffle or seed is not None)
     if shuffle:
-        ds = ds.shuffle(8 * batch_size, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(SHUFFLE_BATCHES * batch_size, seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat(num_epochs)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda b: tf.io.parse_example(b, spec), num_parallel_calls=tf.data.AUTOTUNE)
