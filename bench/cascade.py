@@ -87,8 +87,9 @@ def tiled_batch(data: Path, batch: int, n: int) -> dict:
             for name, value in features.items()}
 
 
-def model_step_ms(data: Path, loss_name: str, n: int, batch: int, repeats: int) -> float:
-    """One full two-stage train step (forward, loss, backward, Adam) on ``[batch, n]`` lists."""
+def model_train_step(data: Path, loss_name: str, n: int, batch: int):
+    """A callable running one full two-stage train step (forward, loss, backward, Adam) on
+    ``[batch, n]`` lists, traced and run once."""
     from tfcascade.data.tfdata import load_metadata
     from tfcascade.models.cascade import build_cascade
     from tfcascade._keras import keras
@@ -97,7 +98,17 @@ def model_step_ms(data: Path, loss_name: str, n: int, batch: int, repeats: int) 
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     features = tiled_batch(data, batch, n)
     step = tf.function(model.train_step)
-    return time_call(lambda: {k: v.numpy() for k, v in step(features).items()}, repeats, 2, 30.0)["median_ms"]
+
+    def run():
+        return {k: v.numpy() for k, v in step(features).items()}
+
+    run()
+    return run
+
+
+def model_step_ms(data: Path, loss_name: str, n: int, batch: int, repeats: int) -> float:
+    """Median ms of :func:`model_train_step`."""
+    return time_call(model_train_step(data, loss_name, n, batch), repeats, 2, 30.0)["median_ms"]
 
 
 def eval_arrays(model, data: Path) -> dict:

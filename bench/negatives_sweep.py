@@ -1,7 +1,7 @@
 """Training with m in-batch sampled negatives, m ∈ {0, 40, 160}: joint recall and step time per loss.
 
     python -m bench.negatives_sweep [--results bench/results] [--m 0 40 160] [--draw slots]
-                                    [--repeats 10] [--work DIR]
+                                    [--rounds 30] [--work DIR]
 
 Reads the two-stage tables that ``bench.cascade`` wrote for each m (m = 0: ``cascade.json``, else
 ``cascade_partial.json``; m > 0: ``cascade_neg<m>_<draw>[_partial].json``; ``_items`` is not in
@@ -9,11 +9,14 @@ the name of the default draw), refuses files that were not measured in the same 
 epochs, batch, Adam ε, and for m > 0 the negative draw), and writes
 ``negatives_sweep.md/.json/.png``:
 
-1. per loss and m, Joint Recall@10@20 (mean ± std over the seeds each file has) on the logged
-   items only and with + 160 sampled negatives (the day's distinct items);
+1. per loss and m, Joint Recall@10@20 (mean ± std over the seeds each file has) under the three
+   protocols of ``bench.cascade``: the logged items only, + 160 of the day's distinct items, and
+   + 160 drawn over the other requests' slots (the DFTopK code's draw);
 2. per loss and m, the median time of one full two-stage train step (DSSM → DIN forward, loss,
    backward, Adam) at batch 64 on real requests whose lists are tiled to 40 + m items, measured
-   here one loss at a time (the training runs' own step times depend on what else ran).
+   here in interleaved rounds (each round times one step of every loss and m, so a change in the
+   machine's load falls on all of them alike; the training runs' own step times depend on what
+   else ran).
 
 The DFTopK paper (arXiv 2510.11472) claims the best joint recall at every sampling size and the
 cheapest step as the lists grow; the Markdown says for each m which loss leads.
@@ -25,15 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
 
 import tfcascade  # noqa: F401
 
-from bench.cascade import model_step_ms, prepare
+from bench.cascade import model_train_step, prepare
 from bench.common import RESULTS_DIR, markdown_table, write_results
 
 SETTING = ("preset", "epochs", "batch_size", "adam_epsilon")
 LOGGED_ITEMS = 40  # two stages: the logged items of a request
+PROTOCOLS = {"logged": "logged items only (LCRON's protocol)", "distinct": "+ 160 of the day's distinct items",
+             "slots": "+ 160 slots of other requests (DFTopK's draw)"}
 
 
 def result_file(results: Path, m: int, draw: str) -> Path:
@@ -68,12 +76,26 @@ def load_tables(results: Path, ms: list[int], draw: str) -> dict:
 
 
 def sweep_rows(tables: dict) -> dict:
-    """``{loss: {m: {"logged": summary, "distinct": summary, "seeds": n}}}`` for the losses every m has."""
+    """``{loss: {m: {"logged" | "distinct" | "slots": summary, "seeds": n}}}`` for the losses every m has."""
     losses = set.intersection(*(set(p["2stage"]) for p in tables.values()))
     return {name: {m: {"logged": p["2stage_logged_only"][name], "distinct": p["2stage"][name]["joint_recall"],
+                       "slots": p["2stage_slot_negatives"][name],
                        "seeds": len(p["2stage"][name]["joint_recall"].get("runs", []))}
                    for m, p in tables.items()}
             for name in sorted(losses)}
+
+
+def interleaved_step_ms(data: Path, names: list[str], ms: list[int], batch: int, rounds: int) -> dict:
+    """``{loss: {m: median ms}}`` of one train step, over ``rounds`` rounds that each step every
+    (loss, m) once."""
+    steps = {(name, m): model_train_step(data, name, LOGGED_ITEMS + m, batch) for name in names for m in ms}
+    times: dict = {key: [] for key in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[key].append(1e3 * (time.perf_counter() - start))
+    return {name: {m: float(np.median(times[(name, m)])) for m in ms} for name in names}
 
 
 def leaders(rows: dict, ms: list[int], key: str) -> dict:
@@ -86,19 +108,19 @@ def plot(rows: dict, steps: dict, ms: list[int], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     for name in rows:
-        for ax, key in zip(axes[:2], ("logged", "distinct")):
+        for ax, key in zip(axes[:3], PROTOCOLS):
             ax.errorbar(ms, [rows[name][m][key]["mean"] for m in ms], yerr=[rows[name][m][key]["std"] for m in ms],
                         marker="o", capsize=2, label=name)
-        axes[2].plot(ms, [steps[name][m] for m in ms], marker="o", label=name)
-    for ax, title in zip(axes, ("Joint Recall@10@20, logged items", "Joint Recall@10@20, + 160 distinct items",
+        axes[3].plot(ms, [steps[name][m] for m in ms], marker="o", label=name)
+    for ax, title in zip(axes, (*(f"Joint Recall@10@20, {title}" for title in PROTOCOLS.values()),
                                 "train step (ms, batch 64, 40 + m items)")):
         ax.set_xlabel("m in-batch negatives in training")
         ax.set_xticks(ms)
         ax.set_title(title, fontsize=9)
-    axes[2].set_yscale("log")
-    axes[2].legend(fontsize=7, ncol=2)
+    axes[3].set_yscale("log")
+    axes[3].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -110,13 +132,15 @@ def main(argv=None) -> int:
     parser.add_argument("--m", type=int, nargs="+", default=[0, 40, 160])
     parser.add_argument("--draw", default="slots", choices=("items", "slots"),
                         help="how the training negatives were drawn (tfcascade.data.negatives)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed train steps per loss and m")
+    parser.add_argument("--rounds", type=int, default=30, help="timed train steps per loss and m, interleaved")
     parser.add_argument("--work", default=None, help="folder for the simulated data (default: a temp folder)")
     parser.add_argument("--out", default=str(RESULTS_DIR))
     args = parser.parse_args(argv)
     ms = sorted(set(args.m))
     if ms[0] < 0:
         parser.error(f"--m must be ≥ 0, got {ms[0]}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be ≥ 1, got {args.rounds}")
     results, out = Path(args.results), Path(args.out)
     try:
         tables = load_tables(results, ms, args.draw)
@@ -125,8 +149,7 @@ def main(argv=None) -> int:
     rows = sweep_rows(tables)
     first = tables[ms[0]]
     data = prepare(first["preset"], 2, Path(args.work or tempfile.mkdtemp(prefix="tfcascade-sweep-")))
-    steps = {name: {m: model_step_ms(data, name, LOGGED_ITEMS + m, first["batch_size"], args.repeats) for m in ms}
-             for name in rows}
+    steps = interleaved_step_ms(data, list(rows), ms, first["batch_size"], args.rounds)
     payload = {"m": ms, "negative_draw": args.draw, **{key: first[key] for key in SETTING},
                "sources": {m: result_file(results, m, args.draw).name for m in ms},
                "losses": {name: {str(m): {**rows[name][m], "train_step_ms": steps[name][m]} for m in ms}
@@ -140,15 +163,14 @@ def main(argv=None) -> int:
     parts = [f"Two stages, {first['preset']} preset, batch {first['batch_size']} × {first['epochs']} passes, "
              f"Adam ε {first['adam_epsilon']:g}; training negatives drawn by {args.draw!r}; seeds per loss: {seeds}. "
              f"Sources: {', '.join(payload['sources'].values())}.", ""]
-    for key, title in (("logged", "logged items only (LCRON's protocol)"),
-                       ("distinct", "+ 160 sampled negatives (the day's distinct items)")):
+    for key, title in PROTOCOLS.items():
         lead = leaders(rows, ms, key)
         parts += [f"## Joint Recall@10@20, {title}", "",
                   markdown_table(["loss", *(f"m = {m}" for m in ms)],
                                  [[name, *(cell(rows[name][m][key]) for m in ms)] for name in order]), "",
                   "Best: " + "; ".join(f"m = {m}: {lead[m]}" for m in ms) + ".", ""]
     cheapest = {m: min(rows, key=lambda n: steps[n][m]) for m in ms}
-    parts += [f"## Train step, median ms (batch {first['batch_size']}, 40 + m items, {args.repeats} steps)", "",
+    parts += [f"## Train step, median ms (batch {first['batch_size']}, 40 + m items, median of {args.rounds} interleaved rounds)", "",
               markdown_table(["loss", *(f"m = {m}" for m in ms), f"m = {ms[-1]} / m = {ms[0]}"],
                              [[name, *(f"{steps[name][m]:.1f}" for m in ms), f"{steps[name][ms[-1]] / steps[name][ms[0]]:.2f}"]
                               for name in order]), "",
