@@ -33,6 +33,7 @@ import tfcascade  # noqa: F401
 import tensorflow as tf
 
 from bench.common import RESULTS_DIR, markdown_table, time_call, write_results
+from tfcascade.data.negatives import DRAWS
 from tfcascade.losses import get, names
 from tfcascade.training import TrainConfig
 from tfcascade.training.compare import compare, markdown
@@ -41,6 +42,17 @@ PAPER_2STAGE = {"bce": 0.8539, "icc": 0.8132, "rankflow": 0.8647, "fs_ranknet": 
                 "arf": 0.8608, "arf_v2": 0.8678, "lcron": 0.8732}
 PAPER_3STAGE = {"bce": 0.7191, "icc": 0.6386, "rankflow": 0.7308, "fs_ranknet": 0.6200, "fs_lambdaloss": 0.7319,
                 "arf": 0.7256, "arf_v2": 0.7332, "lcron": 0.7390}
+
+
+LOGGED_ITEMS = {2: 40, 3: 50}  # logged items per request in the preprocessed lists, by stages
+
+
+def negatives_tag(negatives: int, draw: str) -> str:
+    """The part of a result's or runs folder's name that says how the runs were trained:
+    ``""`` without negatives, else ``_neg<M>`` and, for a draw other than the default, ``_<draw>``."""
+    if not negatives:
+        return ""
+    return f"_neg{negatives}" + ("" if draw == "items" else f"_{draw}")
 
 
 def prepare(preset: str, stages: int, work: Path) -> Path:
@@ -217,7 +229,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sampled-negatives", type=int, default=0,
                         help="train with this many in-batch sampled negatives per list; results go to "
                              "cascade_neg<M>.md/.json (the train-step timings stay in the main run)")
-    parser.add_argument("--negative-draw", default="items", choices=("items", "slots"),
+    parser.add_argument("--negative-draw", default="items", choices=DRAWS,
                         help="how the training negatives are drawn (tfcascade.data.negatives)")
     parser.add_argument("--no-steps", dest="steps", action="store_false",
                         help="skip the train-step timings (e.g. in parallel per-stage runs)")
@@ -234,14 +246,14 @@ def main(argv=None) -> int:
     payload: dict = {"preset": preset, "seeds": seeds, "epochs": args.epochs, "batch_size": args.batch_size,
                      "sampled_negatives": neg, "negative_draw": args.negative_draw,
                      "adam_epsilon": TrainConfig().adam_epsilon}
-    draw = f"_{args.negative_draw}" if neg and args.negative_draw != "items" else ""
-    suffix = ("_quick" if args.quick else "") + (f"_neg{neg}{draw}" if neg else "")
+    tag = negatives_tag(neg, args.negative_draw)
+    suffix = ("_quick" if args.quick else "") + tag
     complete = args.stages == [2, 3] and (args.steps or neg)
     result_name = f"cascade{suffix}" if complete else f"cascade{suffix}_partial"  # results and plots
     parts = []
     for stages in args.stages:
         data = prepare(preset, stages, work)
-        runs = work / f"runs_{stages}{f'_neg{neg}{draw}' if neg else ''}"
+        runs = work / f"runs_{stages}{tag}"
         table = compare(str(data), str(runs), losses=losses, seeds=seeds, stages=stages, epochs=args.epochs,
                         batch_size=args.batch_size, sampled_negatives=neg, negative_draw=args.negative_draw,
                         verbose=0)
@@ -259,7 +271,7 @@ def main(argv=None) -> int:
                   *comparison_notes({n: row["joint_recall"] for n, row in table.items()}, paper,
                                     "with + 160 distinct items"), "",
                   f"Joint Recall@10@{qs[-1]} under the three protocols: the logged items only (LCRON's; random ≈ "
-                  f"{qs[-1] / (40 if stages == 2 else 50):.2f}), + 160 negatives drawn from the day's distinct "
+                  f"{qs[-1] / LOGGED_ITEMS[stages]:.2f}), + 160 negatives drawn from the day's distinct "
                   "items (the preprocessed eval lists), + 160 drawn from the other requests' slots of each "
                   "evaluation batch of 64 (the DFTopK code's draw):", "",
                   markdown_table(["loss", "logged items only", "+160 distinct items", "+160 slots (DFTopK's draw)"],

@@ -35,18 +35,18 @@ import numpy as np
 
 import tfcascade  # noqa: F401
 
-from bench.cascade import model_train_step, prepare
+from bench.cascade import LOGGED_ITEMS, model_train_step, negatives_tag, prepare
 from bench.common import RESULTS_DIR, markdown_table, write_results
+from tfcascade.data.negatives import DRAWS
 
 SETTING = ("preset", "epochs", "batch_size", "adam_epsilon")
-LOGGED_ITEMS = 40  # two stages: the logged items of a request
 PROTOCOLS = {"logged": "logged items only (LCRON's protocol)", "distinct": "+ 160 of the day's distinct items",
              "slots": "+ 160 slots of other requests (DFTopK's draw)"}
 
 
 def result_file(results: Path, m: int, draw: str) -> Path:
     """The ``bench.cascade`` result for ``m`` negatives: the full file if there is one, else the partial."""
-    stem = "cascade" if m == 0 else f"cascade_neg{m}" + ("" if draw == "items" else f"_{draw}")
+    stem = f"cascade{negatives_tag(m, draw)}"
     for name in (f"{stem}.json", f"{stem}_partial.json"):
         if (results / name).exists():
             return results / name
@@ -88,7 +88,7 @@ def sweep_rows(tables: dict) -> dict:
 def interleaved_step_ms(data: Path, names: list[str], ms: list[int], batch: int, rounds: int) -> dict:
     """``{loss: {m: median ms}}`` of one train step, over ``rounds`` rounds that each step every
     (loss, m) once."""
-    steps = {(name, m): model_train_step(data, name, LOGGED_ITEMS + m, batch) for name in names for m in ms}
+    steps = {(name, m): model_train_step(data, name, LOGGED_ITEMS[2] + m, batch) for name in names for m in ms}
     times: dict = {key: [] for key in steps}
     for _ in range(rounds):
         for key, step in steps.items():
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=str(RESULTS_DIR), help="where bench.cascade wrote its files")
     parser.add_argument("--m", type=int, nargs="+", default=[0, 40, 160])
-    parser.add_argument("--draw", default="slots", choices=("items", "slots"),
+    parser.add_argument("--draw", default="slots", choices=DRAWS,
                         help="how the training negatives were drawn (tfcascade.data.negatives)")
     parser.add_argument("--rounds", type=int, default=30, help="timed train steps per loss and m, interleaved")
     parser.add_argument("--work", default=None, help="folder for the simulated data (default: a temp folder)")
