@@ -24,8 +24,10 @@ per epoch ≤ official.
 
 Runs are interleaved (official, ours) per dataset and seed so that both sides see similar
 machine load, and each is saved as it finishes: ``--resume`` skips the runs already in the
-results file. Full-length runs take ~1,200 epochs each (the official code at ~1–3 s per epoch
-on 2 shared cores): budget hours.
+results file. Full-length runs, seed 0, on 2 idle cores: Ali-Display 920 epochs (official
+1.4 s/epoch, 22 min; ours 0.35 s/epoch), Epinions 1,580 epochs (official 2.3 s/epoch; ours
+0.48), Food 1,400 epochs (official 3.3 s/epoch, ~80 min; ours 0.67): three seeds of the three
+data sets need ~8 h for the official side alone.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ README_FLAGS = {
     "Food": ["--TopKformer_layers=4", "--emb_learning_rate=1e-2", "--emb_reg_lambda=0"],
 }
 METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
+GOAL_METRICS = ("recall@20", "ndcg@20")
 
 # Runs the official main.py unmodified on CPU and records timings and evaluations (our code).
 SHIM = r'''
@@ -166,25 +169,36 @@ def summarise(runs: list[dict], datasets: list[str]) -> tuple[list[dict], str]:
             for field in ("best_epoch", "epochs_run", "seconds_per_epoch", "peak_rss_mib"):
                 stats[field] = _mean_std([float(r[field]) for r in mine])
             entry[side] = stats
+            if not mine:
+                rows.append([dataset, side, 0] + ["—"] * (len(METRICS) + 4))
+                continue
             rows.append([dataset, side, len(mine)]
                         + [f"{stats[m][0]:.4f} ± {stats[m][1]:.4f}" for m in METRICS]
                         + [f"{stats['best_epoch'][0]:.0f}", f"{stats['epochs_run'][0]:.0f}",
                            f"{stats['seconds_per_epoch'][0]:.3f}", f"{stats['peak_rss_mib'][0]:.0f}"])
         off, ours = entry["official"], entry["ours"]
         if off["seeds"] and ours["seeds"]:
-            entry["quality_goal_met"] = all(ours[m][0] >= off[m][0] - off[m][1] for m in ("recall@20", "ndcg@20"))
+            entry["gap"] = {m: ours[m][0] - off[m][0] for m in GOAL_METRICS}
+            # With one official seed there is no std to measure the gap against.
+            if off["seeds"] > 1:
+                entry["quality_goal_met"] = all(ours[m][0] >= off[m][0] - off[m][1] for m in GOAL_METRICS)
             entry["speed_goal_met"] = ours["seconds_per_epoch"][0] <= off["seconds_per_epoch"][0]
         summary.append(entry)
     table = markdown_table(["dataset", "side", "seeds", "test Recall@20", "test NDCG@20", "test Recall@10",
                             "test NDCG@10", "best epoch", "epochs run", "s/epoch", "peak RSS MiB"], rows)
     goals = markdown_table(
-        ["dataset", "ours ≥ official − 1 std (Recall@20 and NDCG@20)", "s/epoch ours ≤ official"],
-        [[e["dataset"], _yes(e.get("quality_goal_met")), _yes(e.get("speed_goal_met"))] for e in summary])
+        ["dataset", "ours − official (Recall@20 / NDCG@20)",
+         "ours ≥ official − 1 std (Recall@20 and NDCG@20)", "s/epoch ours ≤ official"],
+        [[e["dataset"], " / ".join(f"{e['gap'][m]:+.4f}" for m in GOAL_METRICS) if "gap" in e else "—",
+          _yes(e.get("quality_goal_met"), "official" in e and e["official"]["seeds"] == 1),
+          _yes(e.get("speed_goal_met"))] for e in summary])
     return summary, f"{table}\n\n{goals}"
 
 
-def _yes(flag) -> str:
-    return "—" if flag is None else ("yes" if flag else "**no**")
+def _yes(flag, one_seed: bool = False) -> str:
+    if flag is None:
+        return "— (one official seed: no std yet)" if one_seed else "—"
+    return "yes" if flag else "**no**"
 
 
 def plot(runs: list[dict], datasets: list[str], path: Path) -> None:
@@ -251,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save():
         summary, tables = summarise(runs, args.datasets)
+        seeds = "seed 0" if args.seeds == 1 else f"seeds 0…{args.seeds - 1}"
         png = RESULTS_DIR / f"{args.name}.png"
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         plot(runs, args.datasets, png)
@@ -258,11 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             "Official code: github.com/StupidThree/TopKGAT"
             f" (commit {commit or 'unknown'}), its README command"
             " line per dataset, on CPU. Ours: `tfcascade topkgat --data DIR --seed S` with no hyperparameter"
-            f" flag (the CLI defaults). Epoch cap {epochs}; seeds 0…{args.seeds - 1}; validation every 20"
+            f" flag (the CLI defaults). Epoch cap {epochs}; {seeds}; validation every 20"
             " epochs, stop after 200 without a better valid NDCG@20; test metrics at the best validation"
             " epoch; mean ± std over seeds. s/epoch: one training epoch (negative sampling, forward,"
-            " backward, update), evaluation excluded. Both sides on the same 2 shared CPU cores, runs"
-            " interleaved: timings are noisy.\n\n"
+            " backward, update), evaluation excluded. Both sides on the same 2 CPU cores, one run at a"
+            " time, not always on an otherwise idle machine: timings are noisy.\n\n"
             f"{tables}\n\n![valid NDCG@20 curves and test NDCG@20]({png.name})\n")
         write_results(args.name, {"reference_commit": commit, "epochs_cap": epochs, "seeds": args.seeds, "datasets": args.datasets,
                                   "readme_flags": README_FLAGS, "summary": summary, "runs": runs}, markdown)
