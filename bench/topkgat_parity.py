@@ -24,10 +24,10 @@ per epoch ≤ official.
 
 Runs are interleaved (official, ours) per dataset and seed so that both sides see similar
 machine load, and each is saved as it finishes: ``--resume`` skips the runs already in the
-results file. Full-length runs, seed 0, on 2 idle cores: Ali-Display 920 epochs (official
-1.4 s/epoch, 22 min; ours 0.35 s/epoch), Epinions 1,580 epochs (official 2.3 s/epoch; ours
-0.48), Food 1,400 epochs (official 3.3 s/epoch, ~80 min; ours 0.67): three seeds of the three
-data sets need ~8 h for the official side alone.
+results file. Full-length runs, seed 0, on 2 cores: Ali-Display ~900 epochs (official
+1.4 s/epoch, 22 min in all; ours 0.35 s/epoch, 6 min), Epinions ~1,600 (official 2.4 s/epoch,
+70 min; ours 0.48, 14 min), Food ~1,400 (official ~3.5 s/epoch, ~85 min; ours 0.67, 17 min):
+three seeds of the three data sets need ~9 h, most of it the official side.
 """
 
 from __future__ import annotations
