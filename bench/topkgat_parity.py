@@ -259,27 +259,37 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = _data_root(args.data_root)
     code_dir = _code_dir(Path(args.reference)) if args.reference else None
     json_path = RESULTS_DIR / f"{args.name}.json"
-    runs = json.loads(json_path.read_text())["runs"] if args.resume and json_path.is_file() else []
+    previous = json.loads(json_path.read_text()) if args.resume and json_path.is_file() else {}
+    runs = previous.get("runs", [])
     epochs = args.epochs or 2000
     commit = args.reference_commit or (_reference_commit(Path(args.reference)) if args.reference else None)
+    # Runs of another reference commit or epoch cap do not belong in one table.
+    if previous.get("reference_commit") and commit and commit != previous["reference_commit"]:
+        parser.error(f"--reference-commit {commit} differs from {previous['reference_commit']} in {json_path}")
+    if previous and previous.get("epochs_cap") != epochs:
+        parser.error(f"--epochs {epochs} differs from the cap {previous.get('epochs_cap')} in {json_path}")
+    commit = commit or previous.get("reference_commit")
 
     def save():
-        summary, tables = summarise(runs, args.datasets)
-        seeds = "seed 0" if args.seeds == 1 else f"seeds 0…{args.seeds - 1}"
+        # The report covers every run in the file, not only this invocation's datasets and seeds.
+        reported = [d for d in DATASETS if d in args.datasets or any(r["dataset"] == d for r in runs)]
+        seed_list = sorted({r["seed"] for r in runs}) or list(range(args.seeds))
+        seeds = ("seed " if len(seed_list) == 1 else "seeds ") + ", ".join(map(str, seed_list))
+        summary, tables = summarise(runs, reported)
         png = RESULTS_DIR / f"{args.name}.png"
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        plot(runs, args.datasets, png)
+        plot(runs, reported, png)
         markdown = (
             "Official code: github.com/StupidThree/TopKGAT"
             f" (commit {commit or 'unknown'}), its README command"
             " line per dataset, on CPU. Ours: `tfcascade topkgat --data DIR --seed S` with no hyperparameter"
-            f" flag (the CLI defaults). Epoch cap {epochs}; {seeds}; validation every 20"
+            f" flag (the CLI defaults). Epoch cap {epochs}; {seeds} (the seeds column counts the runs per side); validation every 20"
             " epochs, stop after 200 without a better valid NDCG@20; test metrics at the best validation"
             " epoch; mean ± std over seeds. s/epoch: one training epoch (negative sampling, forward,"
             " backward, update), evaluation excluded. Both sides on the same 2 CPU cores, one run at a"
             " time, not always on an otherwise idle machine: timings are noisy.\n\n"
             f"{tables}\n\n![valid NDCG@20 curves and test NDCG@20]({png.name})\n")
-        write_results(args.name, {"reference_commit": commit, "epochs_cap": epochs, "seeds": args.seeds, "datasets": args.datasets,
+        write_results(args.name, {"reference_commit": commit, "epochs_cap": epochs, "seeds": seed_list, "datasets": reported,
                                   "readme_flags": README_FLAGS, "summary": summary, "runs": runs}, markdown)
         return markdown
 
