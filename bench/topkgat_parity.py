@@ -24,10 +24,10 @@ per epoch ≤ official.
 
 Runs are interleaved (official, ours) per dataset and seed so that both sides see similar
 machine load, and each is saved as it finishes: ``--resume`` skips the runs already in the
-results file. Full-length runs, seed 0, on 2 cores: Ali-Display ~900 epochs (official
-1.4 s/epoch, 22 min in all; ours 0.35 s/epoch, 6 min), Epinions ~1,600 (official 2.4 s/epoch,
-70 min; ours 0.48, 14 min), Food ~1,400 (official ~3.5 s/epoch, ~85 min; ours 0.67, 17 min):
-three seeds of the three data sets need ~9 h, most of it the official side.
+results file. Full-length runs on 2 cores, idle: Ali-Display ~950 epochs (official
+0.7–0.8 s/epoch, 12–13 min in all; ours 0.3 s/epoch, 4 min), Epinions ~1,600 (official
+2.4 s/epoch, 70 min; ours 0.48, 14 min), Food ~1,300 (official 3.6 s/epoch, 77 min; ours
+0.67, 17 min): three seeds of the three data sets need ~7 h, most of it the official side.
 """
 
 from __future__ import annotations
