@@ -296,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         for seed in range(args.seeds):
             for side in args.sides:
-                if any(r["dataset"] == dataset and r["seed"] == seed and r["side"] == side
-                       and r["epochs_cap"] == epochs for r in runs):
+                if any(r["dataset"] == dataset and r["seed"] == seed and r["side"] == side for r in runs):
                     continue
                 start = time.perf_counter()
                 if side == "official":

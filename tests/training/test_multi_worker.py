@@ -79,7 +79,8 @@ def test_a_killed_worker_is_recovered_by_restarting_the_cluster(tiny_data, tmp_p
     survivor's collective is aborted once the coordination service misses the dead worker's
     heartbeats (10 s) and it exits with an error ("The following tasks are unhealthy (stopped
     sending heartbeats)"), ~9 s after the kill, or sooner when its next collective fails to
-    reach the dead peer ("Failed to connect to remote host: Connection refused"); restarting only the killed worker does not rejoin
+    reach the dead peer ("Failed to connect to remote host: Connection refused"); restarting
+    only the killed worker does not rejoin
     (the survivor aborts: "unexpectedly tried to connect with a different incarnation", and the
     restarted worker then waits for its dead peer: still waiting 240 s later). Restarting both
     resumes the chief's backup in the shared model_dir."""
