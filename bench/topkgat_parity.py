@@ -123,22 +123,36 @@ def _reference_commit(reference: Path) -> str | None:
         return None
 
 
-def run_official(torch_python: str, code_dir: Path, data_dir: Path, dataset: str, seed: int,
-                 epochs: int) -> dict:
+def run_shim(torch_python: str, shim: str, code_dir: Path, data_dir: Path, dataset: str, out: Path,
+             shim_args: list[str], flags: list[str]) -> None:
+    """Runs ``shim`` (Python source) with the official code's interpreter in a scratch folder
+    where ``./data/<dataset>`` is the dataset (the official code reads that path).
+
+    The shim's arguments: ``code_dir``, ``out`` (where it writes its results), ``shim_args``,
+    then the official command line: ``--data=<dataset>``, the README flags and ``flags``. Its
+    output goes to ``log.txt`` in the scratch folder, and the log's tail into the error if it fails.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "data").mkdir()
-        (tmp / "data" / dataset).symlink_to(data_dir / dataset)  # the official code reads ./data/NAME
-        shim, out = tmp / "shim.py", tmp / "official.json"
-        shim.write_text(SHIM)
-        cmd = [torch_python, str(shim), str(code_dir), str(out), f"--data={dataset}",
-               *README_FLAGS[dataset], f"--seed={seed}", f"--max_epochs={epochs}"]
+        (tmp / "data" / dataset).symlink_to(data_dir / dataset)
+        (tmp / "shim.py").write_text(shim)
+        cmd = [torch_python, str(tmp / "shim.py"), str(code_dir), str(out), *shim_args,
+               f"--data={dataset}", *README_FLAGS[dataset], *flags]
         print("running:", " ".join(cmd), flush=True)
         log = tmp / "log.txt"
         with log.open("w") as handle:
             proc = subprocess.run(cmd, cwd=tmp, stdout=handle, stderr=subprocess.STDOUT, check=False)
         if proc.returncode:
             raise SystemExit(f"official run failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
+
+
+def run_official(torch_python: str, code_dir: Path, data_dir: Path, dataset: str, seed: int,
+                 epochs: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "official.json"
+        run_shim(torch_python, SHIM, code_dir, data_dir, dataset, out, [],
+                 [f"--seed={seed}", f"--max_epochs={epochs}"])
         return json.loads(out.read_text())
 
 

@@ -207,6 +207,17 @@ def test_evaluator_counts_duplicate_truth_rows_like_the_official_code():
     assert unique["recall@5"] == pytest.approx(1.0) and unique["ndcg@5"] == pytest.approx(1.0)
 
 
+def test_evaluator_ranks_equal_scores_by_item_id():
+    # A user with a zero embedding (no training pairs in TopKGAT) ties every item: its list is
+    # items 0, 1, 2, ... (excluded ones skipped), so truth at item 1 is hit at rank 2, item 4 at 3.
+    user_x = np.zeros((1, 3), np.float32)
+    item_x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    truth = np.array([[0, 1], [0, 4]])
+    got = FullRankingEvaluator(truth, np.array([[0, 2], [0, 3]]), 1, 8, ks=(3,)).evaluate(user_x, item_x)
+    assert got["recall@3"] == pytest.approx(1.0)
+    assert got["ndcg@3"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(4)) / (1 + 1 / np.log2(3)))
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 1000))
 def test_negative_sampler_avoids_training_items(seed):

@@ -23,8 +23,11 @@ class FullRankingEvaluator:
     official code counts n_u in rows, so a pair listed twice in the split counts twice in the
     denominators (it can only be hit once): ``count_duplicates=True``, the default;
     ``count_duplicates=False`` uses n_u = |G_u|. Ground-truth items that are also excluded
-    (training items) can never be hit but still count in n_u, as in the official code.
-    Users are scored in blocks so that one block of scores stays under ``memory_bytes``.
+    (training items) can never be hit but still count in n_u, as in the official code. Equal
+    scores rank by item id (``tf.math.top_k``); with TopKGAT that decides the list of every user
+    without training pairs, whose final embedding is zero (PyTorch's CPU ``topk``, in the
+    official code, returns the same K items in another order: same Recall, NDCG off by a
+    constant). Users are scored in blocks so that one block of scores stays under ``memory_bytes``.
 
     Args:
       truth: ``int [rows, 2]`` ground-truth pairs.
