@@ -231,8 +231,8 @@ def main(argv=None) -> int:
     commit = args.reference_commit or _reference_commit(Path(args.reference))
     name = args.name or f"topkgat_lockstep_{args.dataset.lower().replace('-', '_')}"
     data = load_interactions(data_dir / args.dataset)
-    layers = official_settings(args.dataset)["layers"]
-    inputs = draw_inputs(data, layers, args.epochs, args.seed)
+    settings = official_settings(args.dataset)
+    inputs = draw_inputs(data, settings["layers"], args.epochs, args.seed)
     timings = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -252,7 +252,6 @@ def main(argv=None) -> int:
     png = RESULTS_DIR / f"{name}.png"
     plot(rows, runs["official"], runs["perturbed"], runs["ours"], png,
          f"TopKGAT on {args.dataset}: same weights and negatives, ours vs official")
-    settings = official_settings(args.dataset)
     markdown = (
         f"Official code: github.com/StupidThree/TopKGAT (commit {commit or 'unknown'}), `Model` with"
         f" its README settings for {args.dataset} ({settings['layers']} layers, lr {settings['lr']:g},"
