@@ -427,6 +427,33 @@ def test_bpr_regulariser_matches_numpy():
     assert got == pytest.approx(want, rel=1e-10)
 
 
+def test_bpr_loss_over_many_rows_matches_float64_under_xla():
+    # Food's first epochs: 3·10⁵ rows, scores ~1e-5, every term near ln 2. A float32 XLA
+    # reduction of such a sum is off by ~2e-4 of itself; the gradient is 1/rows per term either way.
+    rng = np.random.default_rng(5)
+    rows, d = 319_848, 4
+    x_u = (1e-3 * rng.standard_normal((50, d))).astype(np.float32)
+    x_i = (1e-3 * rng.standard_normal((80, d))).astype(np.float32)
+    users, items, negs = (rng.integers(0, n, rows) for n in (50, 80, 80))
+    step = tf.function(lambda a, b: bpr_loss(a, b, users, items, negs), jit_compile=True)
+
+    def loss_and_grad(a, b):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            loss = step(a, b)
+        return loss, tape.gradient(loss, a)
+
+    got, grad = loss_and_grad(tf.constant(x_u), tf.constant(x_i))
+    x_u64, x_i64 = x_u.astype(np.float64), x_i.astype(np.float64)
+    margin = (x_u64[users] * x_i64[negs]).sum(1) - (x_u64[users] * x_i64[items]).sum(1)
+    assert got.dtype == tf.float32
+    assert float(got) == pytest.approx(np.logaddexp(0, margin).mean(), rel=1e-6)
+    sig = 1 / (1 + np.exp(-margin)) / rows
+    want_grad = np.zeros_like(x_u64)
+    np.add.at(want_grad, users, sig[:, None] * (x_i64[negs] - x_i64[items]))
+    np.testing.assert_allclose(tf.convert_to_tensor(grad).numpy(), want_grad, rtol=1e-4, atol=1e-12)
+
+
 def test_official_settings_per_dataset():
     assert official_settings("Food") == {"layers": 4, "lr": 1e-2, "reg": 0.0}
     assert official_settings("Ali-Display") == {"layers": 4, "lr": 1e-1, "reg": 1e-4}
